@@ -1,0 +1,16 @@
+#ifndef CHIREDIS_SHIM_H
+#define CHIREDIS_SHIM_H
+
+#include <hiredis/hiredis.h>
+
+// Reply type constants are macros; expose them as functions Swift can call.
+static inline int CHiredis_REPLY_STRING(void) { return REDIS_REPLY_STRING; }
+static inline int CHiredis_REPLY_ARRAY(void) { return REDIS_REPLY_ARRAY; }
+static inline int CHiredis_REPLY_INTEGER(void) { return REDIS_REPLY_INTEGER; }
+static inline int CHiredis_REPLY_NIL(void) { return REDIS_REPLY_NIL; }
+static inline int CHiredis_REPLY_STATUS(void) { return REDIS_REPLY_STATUS; }
+static inline int CHiredis_REPLY_ERROR(void) { return REDIS_REPLY_ERROR; }
+static inline int CHiredis_OK(void) { return REDIS_OK; }
+static inline int CHiredis_ERR(void) { return REDIS_ERR; }
+
+#endif

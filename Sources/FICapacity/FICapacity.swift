@@ -1,0 +1,1 @@
+// FICapacity: capacity planning from measurements (issue 7).

@@ -1,0 +1,1 @@
+// FIQueue: the Redis Streams queue protocol and its backends (issue 3).

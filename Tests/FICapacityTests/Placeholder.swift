@@ -1,0 +1,1 @@
+// Tests for FICapacity live in this target.

@@ -1,0 +1,1 @@
+// Tests for FIQueue live in this target.

@@ -1,0 +1,1 @@
+// Tests for FIStorage live in this target.

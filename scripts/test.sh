@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: starts the servers the suites need on 127.0.0.1 (a Redis
+# and a 3-master Redis Cluster), runs `swift test`, and stops them again.
+# Extra arguments go to `swift test` (e.g. --filter FIQueueTests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export FI_SERVICES_DIR=${FI_SERVICES_DIR:-$(mktemp -d /tmp/fi-services.XXXXXX)}
+trap 'scripts/services.sh stop' EXIT
+eval "$(scripts/services.sh start)"
+export FI_REQUIRE_SERVICES=1   # suites fail, not skip, when a server is missing
+
+swift test "$@"
