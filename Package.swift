@@ -63,6 +63,8 @@ let package = Package(
         .testTarget(name: "FIPartitioningTests", dependencies: ["FIPartitioning"]),
         .testTarget(name: "FIQueueTests", dependencies: ["FIQueue"]),
         .testTarget(name: "FIStorageTests", dependencies: ["FIStorage"]),
+        // Test-only child process for FIStorageTests' kill -9 recovery test.
+        .executableTarget(name: "FIStorageCrashWriter", dependencies: ["FIStorage"], path: "Tests/FIStorageCrashWriter"),
         .testTarget(name: "FICapacityTests", dependencies: ["FICapacity"]),
     ]
 )

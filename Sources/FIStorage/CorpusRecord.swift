@@ -1,0 +1,125 @@
+/// One row of a corpus: a queued event as it is stored.
+public struct CorpusRecord: Sendable, Equatable {
+    /// The consultation the event belongs to (UTF-8, at most 128 bytes, no NUL).
+    public var consultationID: String
+    /// The stream entry id, `<ms>-<seq>` (both decimal `UInt64`).
+    public var streamID: String
+    /// When the server received the event, Unix milliseconds.
+    public var receivedAtMs: Int64
+    /// The event's JSON, byte for byte as queued (must be UTF-8).
+    public var payload: [UInt8]
+
+    public init(consultationID: String, streamID: String, receivedAtMs: Int64, payload: [UInt8]) {
+        self.consultationID = consultationID
+        self.streamID = streamID
+        self.receivedAtMs = receivedAtMs
+        self.payload = payload
+    }
+}
+
+/// What one ``CorpusWriter/append(_:)`` did.
+public struct AppendOutcome: Sendable, Equatable {
+    /// Records written (and, with `fsync`, durable) by this call.
+    public var appended: Int
+    /// Records skipped because their stream id was at or below the watermark
+    /// (already stored, i.e. redelivered, or out of order within the batch).
+    public var skipped: Int
+
+    public init(appended: Int, skipped: Int) {
+        self.appended = appended
+        self.skipped = skipped
+    }
+}
+
+/// A parsed stream entry id `<ms>-<seq>`, compared numerically.
+struct StreamID: Comparable, Hashable, Sendable, CustomStringConvertible {
+    var ms: UInt64
+    var seq: UInt64
+
+    /// Parses `<ms>-<seq>`: two runs of 1–20 ASCII digits that each fit `UInt64`.
+    init?(_ text: String) {
+        var text = text
+        guard let parsed = text.withUTF8({ StreamID(utf8: UnsafeRawBufferPointer($0)) }) else { return nil }
+        self = parsed
+    }
+
+    init?(utf8 bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= 3, bytes.count <= CorpusLayout.streamIDBytes else { return nil }
+        var ms: UInt64 = 0, seq: UInt64 = 0
+        var digits = 0
+        var sawDash = false
+        for byte in bytes {
+            if byte == UInt8(ascii: "-") {
+                guard !sawDash, digits > 0 else { return nil }
+                sawDash = true
+                digits = 0
+                continue
+            }
+            guard byte >= 0x30, byte <= 0x39 else { return nil }
+            let digit = UInt64(byte - 0x30)
+            digits += 1
+            if sawDash {
+                let (m, o1) = seq.multipliedReportingOverflow(by: 10)
+                let (s, o2) = m.addingReportingOverflow(digit)
+                guard !o1, !o2 else { return nil }
+                seq = s
+            } else {
+                let (m, o1) = ms.multipliedReportingOverflow(by: 10)
+                let (s, o2) = m.addingReportingOverflow(digit)
+                guard !o1, !o2 else { return nil }
+                ms = s
+            }
+        }
+        guard sawDash, digits > 0 else { return nil }
+        self.ms = ms
+        self.seq = seq
+    }
+
+    init(ms: UInt64, seq: UInt64) {
+        self.ms = ms
+        self.seq = seq
+    }
+
+    static func < (a: StreamID, b: StreamID) -> Bool {
+        (a.ms, a.seq) < (b.ms, b.seq)
+    }
+
+    var description: String { "\(ms)-\(seq)" }
+}
+
+/// Names, types and sizes of CONTRACT §5.
+enum CorpusLayout {
+    static let group = "events"
+    static let consultationIDBytes = 128
+    static let streamIDBytes = 41
+
+    static let consultationID = "consultation_id"
+    static let streamID = "stream_id"
+    static let receivedAtMs = "received_at_ms"
+    static let payloadEnd = "payload_end"
+    static let payload = "payload"
+
+    static let consultationIDType = ColumnType.fixedString(size: consultationIDBytes, utf8: true)
+    static let streamIDType = ColumnType.fixedString(size: streamIDBytes, utf8: false)
+}
+
+/// Payload validation: JSON is UTF-8, and h5py users decode it as such.
+enum UTF8Check {
+    static func isValid(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return true }
+            let raw = UnsafeRawPointer(base)
+            let n = buffer.count
+            var i = 0
+            // ASCII fast path, eight bytes at a time.
+            while i + 8 <= n {
+                if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
+                i += 8
+            }
+            while i < n, buffer[i] < 0x80 { i += 1 }
+            if i == n { return true }
+            // Everything before i is whole ASCII characters, so i starts a scalar.
+            return String(validating: UnsafeBufferPointer(rebasing: buffer[i...]), as: UTF8.self) != nil
+        }
+    }
+}

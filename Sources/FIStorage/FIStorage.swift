@@ -1,1 +1,0 @@
-// FIStorage: the HDF5 append store for one partition's corpus (issue 4).

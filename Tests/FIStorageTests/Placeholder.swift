@@ -1,1 +1,0 @@
-// Tests for FIStorage live in this target.
