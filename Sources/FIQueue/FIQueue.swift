@@ -1,1 +1,0 @@
-// FIQueue: the Redis Streams queue protocol and its backends (issue 3).

@@ -1,0 +1,350 @@
+internal import CHiredis
+import Foundation
+import Logging
+import Synchronization
+
+/// A reply from Redis, copied out of hiredis' reply object.
+enum RESPValue: Sendable, Equatable {
+    case bulk([UInt8])
+    case simple(String)
+    case error(String)
+    case integer(Int64)
+    case null
+    case array([RESPValue])
+
+    var string: String? {
+        switch self {
+        case .bulk(let b): return String(decoding: b, as: UTF8.self)
+        case .simple(let s): return s
+        default: return nil
+        }
+    }
+
+    var bytes: [UInt8]? {
+        switch self {
+        case .bulk(let b): return b
+        case .simple(let s): return Array(s.utf8)
+        default: return nil
+        }
+    }
+
+    var int: Int64? {
+        switch self {
+        case .integer(let i): return i
+        case .bulk, .simple: return string.flatMap { Int64($0) }
+        default: return nil
+        }
+    }
+
+    var array: [RESPValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+
+    var errorText: String? {
+        if case .error(let e) = self { return e }
+        return nil
+    }
+}
+
+/// Where and how to connect.
+struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
+    var host: String
+    var port: Int
+    var username: String?
+    var password: String?
+    var database: Int = 0
+
+    var address: String { "\(host):\(port)" }
+    var description: String { address }
+}
+
+/// Timeouts and backoff of one connection.
+struct ConnectionSettings: Sendable {
+    var connectTimeout: Duration
+    var commandTimeout: Duration
+    var minBackoff: Duration
+    var maxBackoff: Duration
+    /// Most requests written in one pipeline.
+    var maxBatch: Int = 1024
+}
+
+/// One hiredis connection, owned by its own thread.
+///
+/// Requests queue up while the thread waits for replies; the thread then takes every queued
+/// request, appends all their commands to the output buffer (`redisAppendCommandArgv`) and
+/// reads the replies in order (`redisGetReply`) — concurrent callers share round trips
+/// (auto-pipelining). A broken connection is dropped and re-established on the next request,
+/// with exponential backoff after failed attempts; requests sent on a connection that broke
+/// before their reply fail with `.unknownResult` if they change data.
+final class RedisConnection: @unchecked Sendable {
+    struct Request {
+        var commands: [[[UInt8]]]
+        var timeout: Duration?
+        var sideEffects: Bool
+        var continuation: CheckedContinuation<[RESPValue], any Error>
+    }
+
+    let endpoint: RedisEndpoint
+    private let settings: ConnectionSettings
+    private let logger: Logger
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var queue: [Request] = []
+    private var closed = false
+    private var started = false
+    // Owned by the connection thread.
+    private var context: UnsafeMutablePointer<redisContext>?
+    private var currentTimeout: Duration = .zero
+    private var backoff: Duration = .zero
+    private var nextAttempt: ContinuousClock.Instant?
+    private var lastConnectError = ""
+
+    init(endpoint: RedisEndpoint, settings: ConnectionSettings, logger: Logger) {
+        CHiredis_ignoreSIGPIPE()
+        self.endpoint = endpoint
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Requests queued and not yet answered (a load hint).
+    var depth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.count
+    }
+
+    /// Sends `commands` back to back and returns their replies (error replies included).
+    /// - Parameter timeout: socket timeout for this request (blocking reads), else the command timeout.
+    func send(_ commands: [[[UInt8]]], timeout: Duration? = nil, sideEffects: Bool) async throws -> [RESPValue] {
+        try await withCheckedThrowingContinuation { cont in
+            condition.lock()
+            if closed {
+                condition.unlock()
+                cont.resume(throwing: EventQueueError(.unavailable, "the queue is closed"))
+                return
+            }
+            queue.append(Request(commands: commands, timeout: timeout, sideEffects: sideEffects, continuation: cont))
+            if !started {
+                started = true
+                let thread = Thread { [self] in self.run() }
+                thread.name = "fi-redis \(endpoint.address)"
+                thread.start()
+            }
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
+    func send(_ command: [[UInt8]], timeout: Duration? = nil, sideEffects: Bool) async throws -> RESPValue {
+        try await send([command], timeout: timeout, sideEffects: sideEffects)[0]
+    }
+
+    /// Stops the thread after the requests in hand; queued requests fail with `.unavailable`.
+    func close() {
+        condition.lock()
+        closed = true
+        let dropped = queue
+        queue.removeAll()
+        condition.signal()
+        condition.unlock()
+        for r in dropped { r.continuation.resume(throwing: EventQueueError(.unavailable, "the queue is closed")) }
+    }
+
+    // MARK: Thread
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !closed { condition.wait() }
+            if closed && queue.isEmpty {
+                condition.unlock()
+                break
+            }
+            let batch: [Request]
+            if queue.count <= settings.maxBatch {
+                batch = queue
+                queue.removeAll(keepingCapacity: true)
+            } else {
+                batch = Array(queue.prefix(settings.maxBatch))
+                queue.removeFirst(settings.maxBatch)
+            }
+            condition.unlock()
+            process(batch)
+        }
+        disconnect()
+    }
+
+    private func process(_ batch: [Request]) {
+        guard let ctx = connectIfNeeded() else {
+            let error = EventQueueError(.unavailable, "cannot connect to Redis at \(endpoint.address): \(lastConnectError)")
+            for r in batch { r.continuation.resume(throwing: error) }
+            return
+        }
+        let timeout = batch.lazy.compactMap(\.timeout).max().map { max($0, settings.commandTimeout) } ?? settings.commandTimeout
+        if timeout != currentTimeout {
+            redisSetTimeout(ctx, timeval(timeout))
+            currentTimeout = timeout
+        }
+        for r in batch {
+            for c in r.commands { append(ctx, c) }
+        }
+        for (i, r) in batch.enumerated() {
+            var replies: [RESPValue] = []
+            replies.reserveCapacity(r.commands.count)
+            for _ in r.commands {
+                var raw: UnsafeMutableRawPointer?
+                if redisGetReply(ctx, &raw) != CHiredis_OK() || raw == nil {
+                    fail(batch[i...], ctx: ctx)
+                    return
+                }
+                let reply = raw!.assumingMemoryBound(to: redisReply.self)
+                replies.append(convert(reply))
+                freeReplyObject(raw)
+            }
+            r.continuation.resume(returning: replies)
+        }
+    }
+
+    /// The connection broke while replies were outstanding.
+    private func fail(_ requests: ArraySlice<Request>, ctx: UnsafeMutablePointer<redisContext>) {
+        let reason = withUnsafeBytes(of: ctx.pointee.errstr) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        let timedOut = ctx.pointee.err == CHiredis_ERR_IO() && reason.contains("temporarily unavailable")
+        logger.info("redis connection lost", metadata: ["fi.redis": "\(endpoint.address)", "fi.reason": "\(reason)"])
+        disconnect()
+        // The server may simply have closed an idle connection: try again at once.
+        nextAttempt = nil
+        for r in requests {
+            let error: EventQueueError
+            if r.sideEffects {
+                error = EventQueueError(.unknownResult, "connection to \(endpoint.address) lost before the reply (\(reason)); the command may or may not have been applied")
+            } else if timedOut {
+                error = EventQueueError(.timeout, "no reply from \(endpoint.address) within \(currentTimeout)")
+            } else {
+                error = EventQueueError(.unavailable, "connection to \(endpoint.address) lost: \(reason)")
+            }
+            r.continuation.resume(throwing: error)
+        }
+    }
+
+    private func connectIfNeeded() -> UnsafeMutablePointer<redisContext>? {
+        if let context { return context }
+        let clock = ContinuousClock()
+        if let nextAttempt, clock.now < nextAttempt { return nil }
+        if let ctx = connect() {
+            context = ctx
+            backoff = .zero
+            nextAttempt = nil
+            return ctx
+        }
+        backoff = backoff == .zero ? settings.minBackoff : min(backoff * 2, settings.maxBackoff)
+        nextAttempt = clock.now + backoff
+        logger.info("redis connect failed", metadata: [
+            "fi.redis": "\(endpoint.address)", "fi.reason": "\(lastConnectError)", "fi.retry_in": "\(backoff)",
+        ])
+        return nil
+    }
+
+    private func connect() -> UnsafeMutablePointer<redisContext>? {
+        guard let ctx = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), timeval(settings.connectTimeout)) else {
+            lastConnectError = "out of memory"
+            return nil
+        }
+        if ctx.pointee.err != 0 {
+            lastConnectError = withUnsafeBytes(of: ctx.pointee.errstr) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            redisFree(ctx)
+            return nil
+        }
+        redisEnableKeepAlive(ctx)
+        redisSetTimeout(ctx, timeval(settings.commandTimeout))
+        currentTimeout = settings.commandTimeout
+        var setup: [[[UInt8]]] = []
+        if let password = endpoint.password {
+            if let user = endpoint.username {
+                setup.append([Array("AUTH".utf8), Array(user.utf8), Array(password.utf8)])
+            } else {
+                setup.append([Array("AUTH".utf8), Array(password.utf8)])
+            }
+        }
+        if endpoint.database != 0 {
+            setup.append([Array("SELECT".utf8), Array(String(endpoint.database).utf8)])
+        }
+        for c in setup {
+            append(ctx, c)
+        }
+        for _ in setup {
+            var raw: UnsafeMutableRawPointer?
+            guard redisGetReply(ctx, &raw) == CHiredis_OK(), let raw else {
+                lastConnectError = "connection lost during AUTH/SELECT"
+                redisFree(ctx)
+                return nil
+            }
+            let reply = convert(raw.assumingMemoryBound(to: redisReply.self))
+            freeReplyObject(raw)
+            if case .error(let text) = reply {
+                lastConnectError = text
+                redisFree(ctx)
+                return nil
+            }
+        }
+        return ctx
+    }
+
+    private func disconnect() {
+        if let context { redisFree(context) }
+        context = nil
+    }
+
+    private func append(_ ctx: UnsafeMutablePointer<redisContext>, _ args: [[UInt8]]) {
+        let total = args.reduce(0) { $0 + $1.count }
+        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: args.count) { argv in
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: args.count) { lens in
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(total, 1)) { bytes in
+                    var offset = 0
+                    for (i, a) in args.enumerated() {
+                        let start = bytes.baseAddress! + offset
+                        a.withUnsafeBufferPointer { src in
+                            if let base = src.baseAddress { start.update(from: base, count: src.count) }
+                        }
+                        argv[i] = UnsafeRawPointer(start).assumingMemoryBound(to: CChar.self)
+                        lens[i] = a.count
+                        offset += a.count
+                    }
+                    _ = redisAppendCommandArgv(ctx, Int32(args.count), argv.baseAddress, lens.baseAddress)
+                }
+            }
+        }
+    }
+}
+
+private func convert(_ r: UnsafeMutablePointer<redisReply>) -> RESPValue {
+    let type = r.pointee.type
+    if type == CHiredis_REPLY_STRING() {
+        let len = Int(r.pointee.len)
+        if len == 0 { return .bulk([]) }
+        return .bulk(Array(UnsafeRawBufferPointer(start: r.pointee.str, count: len)))
+    } else if type == CHiredis_REPLY_ARRAY() {
+        let n = Int(r.pointee.elements)
+        var out: [RESPValue] = []
+        out.reserveCapacity(n)
+        for i in 0..<n { out.append(convert(r.pointee.element[i]!)) }
+        return .array(out)
+    } else if type == CHiredis_REPLY_INTEGER() {
+        return .integer(r.pointee.integer)
+    } else if type == CHiredis_REPLY_NIL() {
+        return .null
+    } else if type == CHiredis_REPLY_STATUS() {
+        return .simple(String(decoding: UnsafeRawBufferPointer(start: r.pointee.str, count: Int(r.pointee.len)), as: UTF8.self))
+    } else {
+        return .error(String(decoding: UnsafeRawBufferPointer(start: r.pointee.str, count: Int(r.pointee.len)), as: UTF8.self))
+    }
+}
+
+private func timeval(_ d: Duration) -> timeval {
+    let c = d.components
+    return Glibc.timeval(tv_sec: Int(c.seconds), tv_usec: Int(c.attoseconds / 1_000_000_000_000))
+}

@@ -1,1 +1,0 @@
-// Tests for FIQueue live in this target.

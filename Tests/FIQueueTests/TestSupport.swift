@@ -1,0 +1,207 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import FIQueue
+
+/// The environment the suites run in: `scripts/test.sh` sets all three.
+enum TestEnv {
+    static var redisURL: String? { value("FI_TEST_REDIS_URL") }
+    static var clusterSeeds: [String]? {
+        value("FI_TEST_REDIS_CLUSTER").map { $0.split(separator: ",").map(String.init) }
+    }
+    /// When set, a missing server fails the suite instead of skipping it.
+    static var servicesRequired: Bool { ProcessInfo.processInfo.environment["FI_REQUIRE_SERVICES"] == "1" }
+    static var redisServer: String? {
+        ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+    static var redisCLI: String? {
+        ["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+    /// Tests that spawn their own servers run when the binaries exist, and always when required.
+    static var canSpawn: Bool { servicesRequired || (redisServer != nil && redisCLI != nil) }
+
+    private static func value(_ name: String) -> String? {
+        guard let v = ProcessInfo.processInfo.environment[name], !v.isEmpty else { return nil }
+        return v
+    }
+
+    static var logger: Logger {
+        var l = Logger(label: "fi.queue.tests")
+        l.logLevel = .notice
+        return l
+    }
+}
+
+/// A backend of the conformance suite.
+enum Backend: String, Sendable, CustomTestStringConvertible {
+    case memory, redis, cluster
+
+    var testDescription: String { rawValue }
+
+    /// In-memory always; Redis and Cluster when configured, and always when services are required
+    /// (then a missing server fails the test instead of skipping it).
+    static var all: [Backend] {
+        var out: [Backend] = [.memory]
+        if TestEnv.redisURL != nil || TestEnv.servicesRequired { out.append(.redis) }
+        if TestEnv.clusterSeeds != nil || TestEnv.servicesRequired { out.append(.cluster) }
+        return out
+    }
+
+    func makeQueue() async throws -> any EventQueue {
+        switch self {
+        case .memory:
+            return InMemoryEventQueue()
+        case .redis:
+            guard let url = TestEnv.redisURL else {
+                throw EventQueueError(.unavailable, "FI_REQUIRE_SERVICES=1 but FI_TEST_REDIS_URL is not set")
+            }
+            return try await RedisEventQueue.connect(url: url, logger: TestEnv.logger)
+        case .cluster:
+            guard let seeds = TestEnv.clusterSeeds else {
+                throw EventQueueError(.unavailable, "FI_REQUIRE_SERVICES=1 but FI_TEST_REDIS_CLUSTER is not set")
+            }
+            return try await RedisEventQueue.connect(clusterSeeds: seeds, logger: TestEnv.logger)
+        }
+    }
+}
+
+/// Runs `body` with a fresh queue and a unique key prefix, and closes the queue after.
+func withQueue(_ backend: Backend, _ body: (any EventQueue, String) async throws -> Void) async throws {
+    let queue = try await backend.makeQueue()
+    let prefix = "fi:test:\(UUID().uuidString.prefix(8))"
+    do {
+        try await body(queue, prefix)
+    } catch {
+        await queue.close()
+        throw error
+    }
+    await queue.close()
+}
+
+/// Expects `body` to throw an ``EventQueueError`` with one of `codes`.
+func expectQueueError<T>(_ codes: EventQueueError.Code..., sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> T) async {
+    do {
+        let value = try await body()
+        Issue.record("expected \(codes), got \(value)", sourceLocation: sourceLocation)
+    } catch let error as EventQueueError {
+        #expect(codes.contains(error.code), "got \(error)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected EventQueueError, got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+func fields(_ n: Int, payload: String = "{}") -> [StreamField] {
+    [
+        StreamField("consultation_id", "c-\(n)"),
+        StreamField("event_json", payload),
+        StreamField("received_at_ms", String(n)),
+    ]
+}
+
+func elapsed(since start: ContinuousClock.Instant) -> Duration { ContinuousClock.now - start }
+
+// MARK: - Self-spawned servers
+
+/// A redis-server this test started, on 127.0.0.1, in a temporary directory; stopped by `stop()`.
+final class SpawnedRedis: @unchecked Sendable {
+    let port: Int
+    let dir: URL
+    private let extra: [String]
+    private var process: Process?
+
+    init(port: Int, extra: [String] = []) throws {
+        self.port = port
+        self.extra = extra
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("fi-queue-test-\(port)-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    var url: String { "redis://127.0.0.1:\(port)" }
+    var address: String { "127.0.0.1:\(port)" }
+
+    func start() throws {
+        guard let server = TestEnv.redisServer else { throw EventQueueError(.unavailable, "redis-server not installed") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: server)
+        p.arguments = [
+            "--bind", "127.0.0.1", "--port", String(port), "--dir", dir.path, "--daemonize", "no",
+            "--save", "", "--maxmemory-policy", "noeviction", "--logfile", dir.appendingPathComponent("redis.log").path,
+        ] + extra
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        try waitUntilReady()
+    }
+
+    /// SIGTERM (Redis shuts down cleanly, flushing its AOF) and wait.
+    func stop() {
+        guard let p = process else { return }
+        process = nil
+        if p.isRunning {
+            p.terminate()
+            let deadline = Date().addingTimeInterval(5)
+            while p.isRunning && Date() < deadline { usleep(20_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
+        }
+    }
+
+    func cleanup() {
+        stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    private func waitUntilReady() throws {
+        for _ in 0..<100 {
+            if (try? cli("PING")) == "PONG" { return }
+            usleep(50_000)
+        }
+        throw EventQueueError(.unavailable, "spawned redis-server on \(port) did not start")
+    }
+
+    /// Runs redis-cli against this server and returns its trimmed output.
+    @discardableResult
+    func cli(_ args: String...) throws -> String {
+        try runCLI(["-h", "127.0.0.1", "-p", String(port)] + args)
+    }
+}
+
+@discardableResult
+func runCLI(_ args: [String]) throws -> String {
+    guard let cli = TestEnv.redisCLI else { throw EventQueueError(.unavailable, "redis-cli not installed") }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: cli)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// A free TCP port on 127.0.0.1 whose cluster bus port (+10000) is free too.
+func freePort() throws -> Int {
+    for _ in 0..<200 {
+        let p = Int.random(in: 20000..<29000)
+        if portIsFree(p) && portIsFree(p + 10000) { return p }
+    }
+    throw EventQueueError(.unavailable, "no free port found")
+}
+
+private func portIsFree(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    return rc == 0
+}
