@@ -11,6 +11,8 @@ public struct PartitionKey: Sendable, Hashable, Comparable, CustomStringConverti
     public static let streamPrefix = "fi:events:"
     /// The prefix of every dead-letter stream: `fi:dead:`.
     public static let deadLetterPrefix = "fi:dead:"
+    /// The prefix of every partition-ownership lease key: `fi:lease:`.
+    public static let leasePrefix = "fi:lease:"
     /// The file name of a partition's corpus inside its directory.
     public static let corpusFileName = "corpus.h5"
 
@@ -83,6 +85,9 @@ public struct PartitionKey: Sendable, Hashable, Comparable, CustomStringConverti
 
     /// The Redis stream for entries of this partition that could not be stored: `fi:dead:<key>`.
     public var deadLetterStreamName: String { Self.deadLetterPrefix + rawValue }
+
+    /// The Redis key of the lease that makes one worker this partition's only writer: `fi:lease:<key>`.
+    public var leaseKey: String { Self.leasePrefix + rawValue }
 
     /// The partition's directory under a storage root: `<storageRoot>/<key>`.
     public func directory(storageRoot: String) -> String {

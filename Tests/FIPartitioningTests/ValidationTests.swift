@@ -79,6 +79,7 @@ struct ValidationTests {
         let key = try PartitionKey(validating: "site_hospital_a")
         #expect(key.streamName == "fi:events:site_hospital_a")
         #expect(key.deadLetterStreamName == "fi:dead:site_hospital_a")
+        #expect(key.leaseKey == "fi:lease:site_hospital_a")
         #expect(key.corpusPath(storageRoot: "/data/storage") == "/data/storage/site_hospital_a/corpus.h5")
         #expect(key.corpusPath(storageRoot: "/data/storage/") == "/data/storage/site_hospital_a/corpus.h5")
         #expect(key.corpusPath(storageRoot: "./storage") == "./storage/site_hospital_a/corpus.h5")
