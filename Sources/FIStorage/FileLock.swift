@@ -48,7 +48,7 @@ final class FileLock: @unchecked Sendable {
 
 enum POSIX {
     static func fsync(fd: Int32, path: String) throws {
-        if Glibc.fsync(fd) != 0 {
+        if Glibc.fdatasync(fd) != 0 {
             throw StorageError(code: .io, message: "fsync \(path): \(String(cString: strerror(errno)))")
         }
     }

@@ -3,7 +3,10 @@
 // acknowledged (flushed + fsynced) batch appends "ACK <rows> <last stream id>"
 // to an ack file, the way a worker would XACK.
 //
-//   FIStorageCrashWriter <corpus.h5> <ack file> <seed>
+//   FIStorageCrashWriter <corpus.h5> <ack file> <seed> [nofsync]
+//
+// `nofsync` skips the fsync (a kill -9 is a process crash, not a power cut, so
+// flushed rows survive either way) so more kills land inside H5Fflush.
 //
 // Row i has stream id "<1700000000000+i>-<i%5>" (see CrashRows in the tests).
 import FIStorage
@@ -15,7 +18,7 @@ import Glibc
 #endif
 
 let arguments = CommandLine.arguments
-guard arguments.count == 4, let seed = UInt64(arguments[3]) else {
+guard arguments.count >= 4, let seed = UInt64(arguments[3]) else {
     FileHandle.standardError.write(Data("usage: FIStorageCrashWriter <corpus.h5> <ack file> <seed>\n".utf8))
     exit(2)
 }
@@ -36,10 +39,13 @@ func record(_ i: Int) -> CorpusRecord {
 var generator = SplitMix64(seed: seed)
 let logger = Logger(label: "crash-writer", factory: { _ in SwiftLogNoOpLogHandler() })
 do {
-    let writer = try await CorpusWriter.open(path: corpusPath, logger: logger)
+    let fsync = !arguments.dropFirst(4).contains("nofsync")
+    let options = CorpusWriter.Options(fsync: fsync)
+    let writer = try await CorpusWriter.open(path: corpusPath, options: options, logger: logger)
     var next = writer.rowCount
     while true {
-        let size = Int(generator.next() % 300) + 1
+        // Without fsync, tiny batches: most of the time is then spent inside H5Fflush.
+        let size = Int(generator.next() % (fsync ? 300 : 4)) + 1
         // Re-send a few already stored rows now and then, as a redelivery would.
         let resend = next > 0 && generator.next() % 4 == 0 ? min(next, Int(generator.next() % 8) + 1) : 0
         let batch = ((next - resend)..<(next + size)).map(record)

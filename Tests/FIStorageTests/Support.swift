@@ -142,3 +142,29 @@ func runPython(_ script: String, _ arguments: [String] = [], timeout: Double = 6
                                 environment: ["PYTHONPATH": repositoryRoot + "/python", "HDF5_USE_FILE_LOCKING": "FALSE"],
                                 timeout: timeout)
 }
+
+/// A log handler that keeps messages, to check what the library reported.
+final class CapturedLogs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var messages: [String] = []
+
+    var all: [String] { lock.withLock { messages } }
+    func append(_ message: String) { lock.withLock { messages.append(message) } }
+
+    var logger: Logger {
+        Logger(label: "fi.storage.tests.captured", factory: { _ in Handler(sink: self) })
+    }
+
+    struct Handler: LogHandler {
+        let sink: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+            sink.append("\(message)")
+        }
+    }
+}
