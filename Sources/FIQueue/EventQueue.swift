@@ -188,6 +188,8 @@ public protocol EventQueue: Sendable {
     func renewLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool
     /// Releases a lease held by `owner`; `false` if it was not held by `owner`.
     func releaseLease(_ key: String, owner: String) async throws -> Bool
+    /// The live leases whose keys start with `prefix`, as key → owner (SCAN … TYPE string on every master, then GET).
+    func leaseOwners(withPrefix prefix: String) async throws -> [String: String]
 
     /// Releases connections and threads. Later calls fail with `.unavailable`.
     func close() async

@@ -243,6 +243,18 @@ public final class InMemoryEventQueue: EventQueue {
         }
     }
 
+    public func leaseOwners(withPrefix prefix: String) async throws -> [String: String] {
+        let now = options.now()
+        return try state.withLock { s in
+            try s.checkOpen()
+            var owners: [String: String] = [:]
+            for key in s.leases.keys where key.hasPrefix(prefix) {
+                if let lease = s.liveLease(key, now: now) { owners[key] = lease.owner }
+            }
+            return owners
+        }
+    }
+
     public func close() async {
         let waiters = state.withLock { s in
             s.closed = true

@@ -221,6 +221,22 @@ public final class RedisEventQueue: EventQueue {
     }
 
     public func streams(withPrefix prefix: String) async throws -> [String] {
+        try await scanKeys(withPrefix: prefix, type: "stream")
+    }
+
+    public func leaseOwners(withPrefix prefix: String) async throws -> [String: String] {
+        var owners: [String: String] = [:]
+        for key in try await scanKeys(withPrefix: prefix, type: "string") {
+            // A lease may expire between SCAN and GET: then it is simply not listed.
+            if let owner = try check(try await run(key: key, args("GET", key), sideEffects: false)).string {
+                owners[key] = owner
+            }
+        }
+        return owners
+    }
+
+    /// Every key of `type` starting with `prefix`, from every master.
+    private func scanKeys(withPrefix prefix: String, type: String) async throws -> [String] {
         var pattern = ""
         for ch in prefix {
             if "*?[]\\".contains(ch) { pattern.append("\\") }
@@ -231,7 +247,7 @@ public final class RedisEventQueue: EventQueue {
         for node in try currentMasters() {
             var cursor = "0"
             repeat {
-                let reply = try check(try await send(to: node, [args("SCAN", cursor, "MATCH", pattern, "COUNT", "1000", "TYPE", "stream")], sideEffects: false)[0])
+                let reply = try check(try await send(to: node, [args("SCAN", cursor, "MATCH", pattern, "COUNT", "1000", "TYPE", type)], sideEffects: false)[0])
                 guard let parts = reply.array, parts.count == 2, let next = parts[0].string, let keys = parts[1].array else {
                     throw EventQueueError(.protocol, "SCAN replied \(reply)")
                 }

@@ -135,17 +135,28 @@ final class SpawnedRedis: @unchecked Sendable {
         try waitUntilReady()
     }
 
-    /// SIGTERM (Redis shuts down cleanly, flushing its AOF) and wait.
+    /// Shuts the server down cleanly (flushing its AOF) and waits for it to exit.
     func stop() {
         guard let p = process else { return }
         process = nil
         if p.isRunning {
-            p.terminate()
+            let pid = p.processIdentifier
+            // Not SIGTERM: the child inherits the test runner's blocked-signal mask, and Redis would
+            // never see it. SHUTDOWN also flushes the AOF.
+            _ = try? cli("SHUTDOWN")
             let deadline = Date().addingTimeInterval(5)
-            while p.isRunning && Date() < deadline { usleep(20_000) }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            while Self.alive(pid) && Date() < deadline { usleep(10_000) }
+            if Self.alive(pid) { kill(pid, SIGKILL) }
             p.waitUntilExit()
         }
+    }
+
+    /// Running and not yet a zombie (Foundation reaps the child on its own schedule).
+    private static func alive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+        return state != "Z" && state != "X"
     }
 
     func cleanup() {
