@@ -1,1 +1,0 @@
-// FICapacity: capacity planning from measurements (issue 7).
