@@ -24,6 +24,12 @@ public struct StreamEntryID: Sendable, Hashable, Comparable, CustomStringConvert
 
     /// Parses `<ms>-<seq>` from raw bytes.
     init?(bytes: [UInt8]) {
+        guard let id = bytes.withUnsafeBytes({ StreamEntryID(bytes: $0) }) else { return nil }
+        self = id
+    }
+
+    /// Parses `<ms>-<seq>` from raw bytes.
+    init?(bytes: UnsafeRawBufferPointer) {
         var ms: UInt64 = 0
         var seq: UInt64 = 0
         var seenDash = false
@@ -55,6 +61,20 @@ public struct StreamEntryID: Sendable, Hashable, Comparable, CustomStringConvert
     }
 
     public var description: String { "\(ms)-\(seq)" }
+
+    /// `<ms>-<seq>` as ASCII bytes, for commands.
+    var bytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(24)
+        func put(_ n: UInt64) {
+            if n >= 10 { put(n / 10) }
+            out.append(UInt8(48 + n % 10))
+        }
+        put(ms)
+        out.append(UInt8(ascii: "-"))
+        put(seq)
+        return out
+    }
 
     public static func < (lhs: StreamEntryID, rhs: StreamEntryID) -> Bool {
         lhs.ms != rhs.ms ? lhs.ms < rhs.ms : lhs.seq < rhs.seq

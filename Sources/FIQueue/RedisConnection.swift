@@ -11,6 +11,8 @@ enum RESPValue: Sendable, Equatable {
     case integer(Int64)
     case null
     case array([RESPValue])
+    /// An XREADGROUP/XREAD reply decoded straight from hiredis' reply (``ReplyShape/streamEntries``).
+    case entries([StreamEntry])
 
     var string: String? {
         switch self {
@@ -45,6 +47,14 @@ enum RESPValue: Sendable, Equatable {
         if case .error(let e) = self { return e }
         return nil
     }
+}
+
+/// How to turn a reply into a ``RESPValue``.
+enum ReplyShape: Sendable {
+    /// The generic tree.
+    case generic
+    /// An XREADGROUP reply: `[[stream, [[id, [field, value, …] | nil], …]], …]` → `.entries`, or nil.
+    case streamEntries
 }
 
 /// Where and how to connect.
@@ -82,6 +92,7 @@ final class RedisConnection: @unchecked Sendable {
         var commands: [[[UInt8]]]
         var timeout: Duration?
         var sideEffects: Bool
+        var shape: ReplyShape
         var continuation: CheckedContinuation<[RESPValue], any Error>
     }
 
@@ -116,7 +127,7 @@ final class RedisConnection: @unchecked Sendable {
 
     /// Sends `commands` back to back and returns their replies (error replies included).
     /// - Parameter timeout: socket timeout for this request (blocking reads), else the command timeout.
-    func send(_ commands: [[[UInt8]]], timeout: Duration? = nil, sideEffects: Bool) async throws -> [RESPValue] {
+    func send(_ commands: [[[UInt8]]], timeout: Duration? = nil, sideEffects: Bool, shape: ReplyShape = .generic) async throws -> [RESPValue] {
         try await withCheckedThrowingContinuation { cont in
             condition.lock()
             if closed {
@@ -124,7 +135,7 @@ final class RedisConnection: @unchecked Sendable {
                 cont.resume(throwing: EventQueueError(.unavailable, "the queue is closed"))
                 return
             }
-            queue.append(Request(commands: commands, timeout: timeout, sideEffects: sideEffects, continuation: cont))
+            queue.append(Request(commands: commands, timeout: timeout, sideEffects: sideEffects, shape: shape, continuation: cont))
             if !started {
                 started = true
                 let thread = Thread { [self] in self.run() }
@@ -199,7 +210,7 @@ final class RedisConnection: @unchecked Sendable {
                     return
                 }
                 let reply = raw!.assumingMemoryBound(to: redisReply.self)
-                replies.append(convert(reply))
+                replies.append(r.shape == .streamEntries ? convertStreamReply(reply) : convert(reply))
                 freeReplyObject(raw)
             }
             r.continuation.resume(returning: replies)
@@ -260,6 +271,8 @@ final class RedisConnection: @unchecked Sendable {
             return nil
         }
         redisEnableKeepAlive(ctx)
+        // Keep the read buffer between replies instead of freeing it after every large one.
+        ctx.pointee.reader.pointee.maxbuf = 0
         redisSetTimeout(ctx, timeval(settings.commandTimeout))
         currentTimeout = settings.commandTimeout
         var setup: [[[UInt8]]] = []
@@ -342,6 +355,51 @@ private func convert(_ r: UnsafeMutablePointer<redisReply>) -> RESPValue {
     } else {
         return .error(String(decoding: UnsafeRawBufferPointer(start: r.pointee.str, count: Int(r.pointee.len)), as: UTF8.self))
     }
+}
+
+/// Decodes an XREADGROUP reply without building the generic tree; anything unexpected
+/// falls back to ``convert(_:)`` so the caller reports it.
+private func convertStreamReply(_ r: UnsafeMutablePointer<redisReply>) -> RESPValue {
+    guard r.pointee.type == CHiredis_REPLY_ARRAY() else { return convert(r) }
+    var out: [StreamEntry] = []
+    for s in 0..<Int(r.pointee.elements) {
+        let stream = r.pointee.element[s]!
+        guard stream.pointee.type == CHiredis_REPLY_ARRAY(), stream.pointee.elements == 2 else { return convert(r) }
+        let entries = stream.pointee.element[1]!
+        guard entries.pointee.type == CHiredis_REPLY_ARRAY() else { return convert(r) }
+        let n = Int(entries.pointee.elements)
+        out.reserveCapacity(out.count + n)
+        for i in 0..<n {
+            let e = entries.pointee.element[i]!
+            guard e.pointee.type == CHiredis_REPLY_ARRAY(), e.pointee.elements == 2 else { return convert(r) }
+            let idReply = e.pointee.element[0]!
+            guard idReply.pointee.type == CHiredis_REPLY_STRING(),
+                  let id = StreamEntryID(bytes: UnsafeRawBufferPointer(start: idReply.pointee.str, count: Int(idReply.pointee.len)))
+            else { return convert(r) }
+            let flat = e.pointee.element[1]!
+            var fields: [StreamField] = []
+            if flat.pointee.type == CHiredis_REPLY_ARRAY() {
+                let m = Int(flat.pointee.elements)
+                guard m % 2 == 0 else { return convert(r) }
+                fields.reserveCapacity(m / 2)
+                var j = 0
+                while j < m {
+                    let name = flat.pointee.element[j]!
+                    let value = flat.pointee.element[j + 1]!
+                    guard name.pointee.type == CHiredis_REPLY_STRING(), value.pointee.type == CHiredis_REPLY_STRING() else { return convert(r) }
+                    fields.append(StreamField(
+                        name: String(decoding: UnsafeRawBufferPointer(start: name.pointee.str, count: Int(name.pointee.len)), as: UTF8.self),
+                        value: value.pointee.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: value.pointee.str, count: Int(value.pointee.len)))
+                    ))
+                    j += 2
+                }
+            } else if flat.pointee.type != CHiredis_REPLY_NIL() {
+                return convert(r)
+            }
+            out.append(StreamEntry(id: id, fields: fields))
+        }
+    }
+    return .entries(out)
 }
 
 private func timeval(_ d: Duration) -> timeval {

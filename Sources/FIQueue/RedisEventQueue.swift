@@ -35,6 +35,8 @@ public final class RedisEventQueue: EventQueue {
     private let clustered: Bool
     private let seeds: [RedisEndpoint]
     private let topology: Mutex<Topology>
+    /// The node of a single-server queue.
+    private let single: NodeClient?
 
     private struct Topology {
         var nodes: [String: NodeClient] = [:]
@@ -46,14 +48,23 @@ public final class RedisEventQueue: EventQueue {
 
     private init(seeds: [RedisEndpoint], clustered: Bool, options: Options, logger: Logger) {
         self.options = options
-        self.settings = ConnectionSettings(
+        let settings = ConnectionSettings(
             connectTimeout: options.connectTimeout, commandTimeout: options.commandTimeout,
             minBackoff: options.reconnectBackoff.first, maxBackoff: options.reconnectBackoff.max
         )
+        self.settings = settings
         self.logger = logger
         self.clustered = clustered
         self.seeds = seeds
-        self.topology = Mutex(Topology(slots: clustered ? Array(repeating: nil, count: ClusterSlot.count) : []))
+        var topology = Topology(slots: clustered ? Array(repeating: nil, count: ClusterSlot.count) : [])
+        if clustered {
+            single = nil
+        } else {
+            let node = NodeClient(endpoint: seeds[0], options: options, settings: settings, logger: logger)
+            topology.nodes[seeds[0].address] = node
+            single = node
+        }
+        self.topology = Mutex(topology)
     }
 
     /// Connects to one Redis server: `redis://[[username]:password@]host[:port][/db]`.
@@ -128,8 +139,9 @@ public final class RedisEventQueue: EventQueue {
             blocking = block
         }
         command += args("STREAMS", stream, ownPending ? "0" : ">")
-        let reply = try check(try await run(key: stream, command, sideEffects: false, block: blocking))
+        let reply = try check(try await run(key: stream, command, sideEffects: false, block: blocking, shape: .streamEntries))
         if reply == .null { return [] }
+        if case .entries(let entries) = reply { return entries }
         guard let streams = reply.array else { throw EventQueueError(.protocol, "XREADGROUP replied \(reply)") }
         var out: [StreamEntry] = []
         for s in streams {
@@ -146,7 +158,7 @@ public final class RedisEventQueue: EventQueue {
         try Validate.key(stream, "stream name")
         try Validate.key(group, "group name")
         if ids.isEmpty { return 0 }
-        let command = args("XACK", stream, group) + ids.map { Array($0.description.utf8) }
+        let command = args("XACK", stream, group) + ids.map(\.bytes)
         return try integer(try await run(key: stream, command, sideEffects: false), "XACK")
     }
 
@@ -216,7 +228,7 @@ public final class RedisEventQueue: EventQueue {
     public func delete(from stream: String, ids: [StreamEntryID]) async throws -> Int {
         try Validate.key(stream, "stream name")
         if ids.isEmpty { return 0 }
-        let command = args("XDEL", stream) + ids.map { Array($0.description.utf8) }
+        let command = args("XDEL", stream) + ids.map(\.bytes)
         return try integer(try await run(key: stream, command, sideEffects: false), "XDEL")
     }
 
@@ -380,7 +392,7 @@ public final class RedisEventQueue: EventQueue {
     // MARK: - Routing
 
     /// Runs one command on the node serving `key`, following cluster redirects.
-    private func run(key: String, _ command: [[UInt8]], sideEffects: Bool, block: Duration? = nil) async throws -> RESPValue {
+    private func run(key: String, _ command: [[UInt8]], sideEffects: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> RESPValue {
         var redirects = 0
         var askNode: NodeClient?
         var retried = false
@@ -390,7 +402,7 @@ public final class RedisEventQueue: EventQueue {
             let commands = askNode == nil ? [command] : [[Array("ASKING".utf8)], command]
             let replies: [RESPValue]
             do {
-                replies = try await send(to: node, commands, sideEffects: sideEffects, block: block)
+                replies = try await send(to: node, commands, sideEffects: sideEffects, block: block, shape: shape)
             } catch let error as EventQueueError where error.code == .unavailable || error.code == .timeout {
                 if clustered { scheduleRefresh() }
                 // A connection the server closed while idle fails the first command on it;
@@ -430,19 +442,17 @@ public final class RedisEventQueue: EventQueue {
         }
     }
 
-    private func send(to node: NodeClient, _ commands: [[[UInt8]]], sideEffects: Bool, block: Duration? = nil) async throws -> [RESPValue] {
+    private func send(to node: NodeClient, _ commands: [[[UInt8]]], sideEffects: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> [RESPValue] {
         if let block {
             return try await node.withBlockingConnection { c in
-                try await c.send(commands, timeout: block + options.commandTimeout, sideEffects: sideEffects)
+                try await c.send(commands, timeout: block + options.commandTimeout, sideEffects: sideEffects, shape: shape)
             }
         }
-        return try await node.pipelined().send(commands, sideEffects: sideEffects)
+        return try await node.pipelined().send(commands, sideEffects: sideEffects, shape: shape)
     }
 
     private func node(forSlot slot: Int) throws -> NodeClient {
-        if !clustered {
-            return node(for: seeds[0])
-        }
+        if let single { return single }
         let (owner, any) = try topology.withLock { t -> (NodeClient?, NodeClient?) in
             if t.closed { throw EventQueueError(.unavailable, "the queue is closed") }
             return (t.slots[slot], t.nodes.values.first)
@@ -476,7 +486,7 @@ public final class RedisEventQueue: EventQueue {
 
     private func currentMasters() throws -> [NodeClient] {
         if topology.withLock({ $0.closed }) { throw EventQueueError(.unavailable, "the queue is closed") }
-        if !clustered { return [node(for: seeds[0])] }
+        if let single { return [single] }
         let m = masters()
         if m.isEmpty { throw EventQueueError(.unavailable, "no cluster master known") }
         return m
