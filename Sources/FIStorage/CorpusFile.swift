@@ -63,7 +63,7 @@ struct CorpusColumns {
             try HDF5Library.check(H5Pset_chunk_cache(dapl.id, 521, cacheBytes, 1.0), "H5Pset_chunk_cache(\(name))")
             probe.close()
             let handle = try HDF5Handle.make(H5Dopen2(group.id, name, dapl.id), .dataset, "H5Dopen2(/events/\(name)) in \(path)")
-            let column = try Column(name: name, type: type, handle: handle)
+            let column = try Column(name: name, type: type, handle: handle, chunkLength: Int(chunk), filtered: filters > 0)
             try column.verifyType()
             return column
         }

@@ -2,6 +2,9 @@ internal import CHDF5
 import Foundation
 import Logging
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads a corpus, also while its writer appends (SWMR read) or after it crashed.
 ///
@@ -106,6 +109,12 @@ final class ReaderCore: @unchecked Sendable {
         columns = try HDF5Library.withLock {
             let fapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_FILE_ACCESS()), .plist, "H5Pcreate(fapl)")
             try HDF5Library.check(H5Pset_file_locking(fapl.id, false, true), "H5Pset_file_locking(off)")
+            // No raw-data chunk cache: with one, a lookup's scattered one-row reads each
+            // pull a whole chunk (1 MiB of consultation_id) into it; without, HDF5 reads
+            // just the elements (measured: 30-40 ms → 1-3 ms per 100-row lookup in a
+            // 1,000,000-row corpus). Large sequential reads are unaffected. Set file-wide
+            // because H5Drefresh reopens datasets with the default access properties.
+            try HDF5Library.check(H5Pset_cache(fapl.id, 0, 521, 0, 1.0), "H5Pset_cache(no chunk cache)")
             let file = try HDF5Handle.make(
                 H5Fopen(path, CHDF5_F_ACC_RDONLY() | CHDF5_F_ACC_SWMR_READ(), fapl.id), .file,
                 "H5Fopen(\(path), RDONLY|SWMR_READ)")

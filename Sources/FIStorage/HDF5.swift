@@ -3,6 +3,9 @@
 // HDF5's own error stack. Nothing here is public.
 internal import CHDF5
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Serialises access to the HDF5 library.
 ///
@@ -122,11 +125,16 @@ final class Column: @unchecked Sendable {
     /// The memory (= file) type used for reads and writes.
     let memoryType: HDF5Handle
 
-    init(name: String, type: ColumnType, handle: HDF5Handle) throws {
+    /// Elements per chunk, and whether chunks pass through filters (compression).
+    let chunkLength: Int
+    let filtered: Bool
+    init(name: String, type: ColumnType, handle: HDF5Handle, chunkLength: Int = 1, filtered: Bool = false) throws {
         self.name = name
         self.type = type
         self.handle = handle
         self.memoryType = try type.makeType()
+        self.chunkLength = max(1, chunkLength)
+        self.filtered = filtered
     }
 
     var id: hid_t { handle.id }

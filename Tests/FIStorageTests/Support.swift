@@ -39,6 +39,7 @@ enum Rows {
     def stream_id(i): return f"{BASE + i}-{i % 5}"
     def consultation_id(i): return f"consultation-{i % 13}"
     def payload(i): return ('{"i":%d,"text":"é€%s"}' % (i, "x" * (i % 97))).encode("utf-8")
+
     """
 }
 

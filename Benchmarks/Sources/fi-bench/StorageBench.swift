@@ -1,0 +1,117 @@
+// fi-bench storage [events=100000] [payloadBytes=1024] [dir=/tmp] [reps=3]
+// fi-bench storage chunks [events=100000]   (the chunk-size sweep behind Docs/storage.md)
+//
+// Appends events with 1 KB payloads to a fresh corpus per configuration and
+// prints one `RESULT bench=storage impl=swift …` line per configuration (the
+// median of `reps` runs); run.sh runs python/bench/h5py_corpus_bench.py beside it.
+import FIStorage
+import Foundation
+import Logging
+
+enum StorageBench {
+    struct Config {
+        var batch: Int
+        var fsync: Bool
+        var compression: CorpusWriter.Options.Compression
+        var rowChunk = 8192
+        var payloadChunk = 1 << 20
+    }
+
+    static func main(_ arguments: [String]) async throws {
+        if arguments.first == "chunks" { return try await chunks(Array(arguments.dropFirst())) }
+        if arguments.first == "lookup" { return try await lookup(Array(arguments.dropFirst())) }
+        try await run(arguments)
+    }
+
+    static func run(_ arguments: [String]) async throws {
+        let events = arguments.first.flatMap(Int.init) ?? 100_000
+        let payloadBytes = arguments.dropFirst().first.flatMap(Int.init) ?? 1024
+        let dir = arguments.dropFirst(2).first ?? "/tmp"
+        let reps = arguments.dropFirst(3).first.flatMap(Int.init) ?? 3
+        var configs: [Config] = []
+        for fsync in [true, false] {
+            for batch in [256, 1024] { configs.append(Config(batch: batch, fsync: fsync, compression: .none)) }
+        }
+        for batch in [256, 1024] { configs.append(Config(batch: batch, fsync: true, compression: .deflate(level: 1))) }
+        let records = makeRecords(events, payloadBytes: payloadBytes)
+        for config in configs {
+            try await measure(config, records: records, dir: dir, reps: reps)
+        }
+    }
+
+    static func chunks(_ arguments: [String]) async throws {
+        let events = arguments.first.flatMap(Int.init) ?? 100_000
+        let records = makeRecords(events, payloadBytes: 1024)
+        for batch in [256, 1024] {
+            for rowChunk in [1024, 8192, 65536] {
+                for payloadChunk in [256 << 10, 1 << 20, 4 << 20] {
+                    try await measure(Config(batch: batch, fsync: true, compression: .none, rowChunk: rowChunk, payloadChunk: payloadChunk),
+                                      records: records, dir: "/tmp", reps: 3)
+                }
+            }
+        }
+        for payloadChunk in [64 << 10, 256 << 10, 1 << 20] {
+            try await measure(Config(batch: 1024, fsync: true, compression: .deflate(level: 1), payloadChunk: payloadChunk),
+                              records: records, dir: "/tmp", reps: 1)
+        }
+    }
+
+    /// fi-bench storage lookup <corpus.h5> <consultation id>…: open + index time, then each lookup.
+    static func lookup(_ arguments: [String]) async throws {
+        let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let opening = ContinuousClock.now
+        let reader = try await CorpusReader.open(path: arguments[0], logger: logger)
+        let openTime = ContinuousClock.now - opening
+        var line = "RESULT bench=storage-lookup rows=\(reader.rowCount) open_s=\(openTime)"
+        for id in arguments.dropFirst() {
+            for _ in 0..<3 {
+                let started = ContinuousClock.now
+                let rows = try await reader.records(consultationID: id)
+                line += " \(id)=\(rows.count)rows/\(ContinuousClock.now - started)"
+            }
+        }
+        print(line)
+        try await reader.close()
+    }
+
+    static func makeRecords(_ n: Int, payloadBytes: Int) -> [CorpusRecord] {
+        let payload = Array(("{\"x\":\"" + String(repeating: "a", count: max(0, payloadBytes - 8)) + "\"}").utf8)
+        return (0..<n).map { i in
+            CorpusRecord(consultationID: "0f0e0d0c-0b0a-4908-8706-050403020100",
+                         streamID: "\(1_700_000_000_000 + i)-0", receivedAtMs: Int64(i), payload: payload)
+        }
+    }
+
+    static func measure(_ config: Config, records: [CorpusRecord], dir: String, reps: Int) async throws {
+        let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        var rates: [Double] = []
+        var size = 0
+        for _ in 0..<reps {
+            let path = "\(dir)/fi-bench-storage-\(getpid()).h5"
+            try? FileManager.default.removeItem(atPath: path)
+            let options = CorpusWriter.Options(batchChunkRows: config.rowChunk, payloadChunkBytes: config.payloadChunk,
+                                               compression: config.compression, fsync: config.fsync)
+            let writer = try await CorpusWriter.open(path: path, options: options, logger: logger)
+            let start = ContinuousClock.now
+            var i = 0
+            while i < records.count {
+                let end = min(records.count, i + config.batch)
+                try await writer.append(Array(records[i..<end]))
+                i = end
+            }
+            let elapsed = ContinuousClock.now - start
+            try await writer.close()
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            rates.append(Double(records.count) / seconds)
+            size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: path + ".lock")
+        }
+        rates.sort()
+        let median = rates[rates.count / 2]
+        print("RESULT bench=storage impl=swift batch=\(config.batch) fsync=\(config.fsync ? "yes" : "no") compression=\(config.compression) "
+              + "row_chunk=\(config.rowChunk) payload_chunk=\(config.payloadChunk) events=\(records.count) "
+              + "events_per_s=\(Int(median)) min=\(Int(rates.first!)) max=\(Int(rates.last!)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
+        fflush(nil)
+    }
+}
