@@ -6,6 +6,7 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 switch arguments.first {
 case "partition":
     try PartitionBench.run(Array(arguments.dropFirst()))
+case "storage": try await StorageBench.main(Array(arguments.dropFirst()))
 case "queue": try await QueueBench.main(Array(arguments.dropFirst()))
 default:
     FileHandle.standardError.write(Data("usage: fi-bench partition|queue|storage [args…]\n".utf8))
