@@ -1,1 +1,0 @@
-// Tests for FICapacity live in this target.
