@@ -28,16 +28,58 @@ enum StorageBench {
         let payloadBytes = arguments.dropFirst().first.flatMap(Int.init) ?? 1024
         let dir = arguments.dropFirst(2).first ?? "/tmp"
         let reps = arguments.dropFirst(3).first.flatMap(Int.init) ?? 3
-        var configs: [Config] = []
-        for fsync in [true, false] {
-            for batch in [256, 1024] { configs.append(Config(batch: batch, fsync: fsync, compression: .none)) }
-        }
-        for batch in [256, 1024] { configs.append(Config(batch: batch, fsync: true, compression: .deflate(level: 1))) }
         let records = makeRecords(events, payloadBytes: payloadBytes)
-        for config in configs {
-            try await measure(config, records: records, dir: dir, reps: reps)
+        // Durable and flush-only, each beside h5py doing the same work, runs interleaved.
+        for fsync in [true, false] {
+            for batch in [256, 1024] {
+                var swift: [Double] = [], h5py: [Double] = []
+                var size = 0
+                for _ in 0..<reps {
+                    let (rate, bytes) = try await measureOnce(Config(batch: batch, fsync: fsync, compression: .none), records: records, dir: dir)
+                    swift.append(rate)
+                    size = bytes
+                    h5py.append(try h5pyOnce(batch: batch, fsync: fsync, events: events, payloadBytes: payloadBytes, dir: dir))
+                }
+                let s = median(swift), h = median(h5py)
+                print("RESULT bench=storage impl=swift batch=\(batch) fsync=\(fsync ? "yes" : "no") compression=none events=\(events) "
+                      + "events_per_s=\(Int(s)) min=\(Int(swift.min()!)) max=\(Int(swift.max()!)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
+                print("RESULT bench=storage impl=h5py batch=\(batch) fsync=\(fsync ? "yes" : "no") compression=none events=\(events) "
+                      + "events_per_s=\(Int(h)) min=\(Int(h5py.min()!)) max=\(Int(h5py.max()!))")
+                print("RESULT bench=storage compare batch=\(batch) fsync=\(fsync ? "yes" : "no") swift_over_h5py=\(String(format: "%.2f", s / h))")
+                fflush(nil)
+            }
+        }
+        for batch in [256, 1024] {
+            try await measure(Config(batch: batch, fsync: true, compression: .deflate(level: 1)), records: records, dir: dir, reps: reps)
         }
     }
+
+    static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+    /// python/bench/h5py_corpus_bench.py, same layout, batch and durability; returns events/s.
+    static func h5pyOnce(batch: Int, fsync: Bool, events: Int, payloadBytes: Int, dir: String) throws -> Double {
+        let python = ProcessInfo.processInfo.environment["FI_PYTHON"] ?? "/usr/bin/python3"
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("python/bench/h5py_corpus_bench.py").path
+        let out = "\(dir)/fi-bench-h5py-\(getpid()).h5"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script, out, "-n", "\(events)", "--batch", "\(batch)", "--payload-bytes", "\(payloadBytes)"] + (fsync ? [] : ["--no-fsync"])
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: out)
+        let text = String(decoding: data, as: UTF8.self)
+        guard process.terminationStatus == 0,
+              let field = text.split(separator: " ").first(where: { $0.hasPrefix("events_per_s=") }),
+              let rate = Double(field.dropFirst("events_per_s=".count).trimmingCharacters(in: .whitespacesAndNewlines))
+        else { throw BenchError(message: "h5py benchmark failed: \(text)") }
+        return rate
+    }
+
+    struct BenchError: Error { var message: String }
 
     static func chunks(_ arguments: [String]) async throws {
         let events = arguments.first.flatMap(Int.init) ?? 100_000
@@ -82,36 +124,40 @@ enum StorageBench {
         }
     }
 
-    static func measure(_ config: Config, records: [CorpusRecord], dir: String, reps: Int) async throws {
+    static func measureOnce(_ config: Config, records: [CorpusRecord], dir: String) async throws -> (Double, Int) {
         let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let path = "\(dir)/fi-bench-storage-\(getpid()).h5"
+        try? FileManager.default.removeItem(atPath: path)
+        let options = CorpusWriter.Options(batchChunkRows: config.rowChunk, payloadChunkBytes: config.payloadChunk,
+                                           compression: config.compression, fsync: config.fsync)
+        let writer = try await CorpusWriter.open(path: path, options: options, logger: logger)
+        let start = ContinuousClock.now
+        var i = 0
+        while i < records.count {
+            let end = min(records.count, i + config.batch)
+            try await writer.append(Array(records[i..<end]))
+            i = end
+        }
+        let elapsed = ContinuousClock.now - start
+        try await writer.close()
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        try? FileManager.default.removeItem(atPath: path)
+        try? FileManager.default.removeItem(atPath: path + ".lock")
+        return (Double(records.count) / seconds, size)
+    }
+
+    static func measure(_ config: Config, records: [CorpusRecord], dir: String, reps: Int) async throws {
         var rates: [Double] = []
         var size = 0
         for _ in 0..<reps {
-            let path = "\(dir)/fi-bench-storage-\(getpid()).h5"
-            try? FileManager.default.removeItem(atPath: path)
-            let options = CorpusWriter.Options(batchChunkRows: config.rowChunk, payloadChunkBytes: config.payloadChunk,
-                                               compression: config.compression, fsync: config.fsync)
-            let writer = try await CorpusWriter.open(path: path, options: options, logger: logger)
-            let start = ContinuousClock.now
-            var i = 0
-            while i < records.count {
-                let end = min(records.count, i + config.batch)
-                try await writer.append(Array(records[i..<end]))
-                i = end
-            }
-            let elapsed = ContinuousClock.now - start
-            try await writer.close()
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-            rates.append(Double(records.count) / seconds)
-            size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            try? FileManager.default.removeItem(atPath: path)
-            try? FileManager.default.removeItem(atPath: path + ".lock")
+            let (rate, bytes) = try await measureOnce(config, records: records, dir: dir)
+            rates.append(rate)
+            size = bytes
         }
-        rates.sort()
-        let median = rates[rates.count / 2]
         print("RESULT bench=storage impl=swift batch=\(config.batch) fsync=\(config.fsync ? "yes" : "no") compression=\(config.compression) "
               + "row_chunk=\(config.rowChunk) payload_chunk=\(config.payloadChunk) events=\(records.count) "
-              + "events_per_s=\(Int(median)) min=\(Int(rates.first!)) max=\(Int(rates.last!)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
+              + "events_per_s=\(Int(median(rates))) min=\(Int(rates.min()!)) max=\(Int(rates.max()!)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
         fflush(nil)
     }
 }
