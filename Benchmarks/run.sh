@@ -27,7 +27,17 @@ bench_partition() {
     taskset -c 0 python3 "$here/partition_reference.py" 1000000 3
 }
 
+# FIStorage: 100,000 1 KB events appended by CorpusWriter with flush + fdatasync per batch (and flush
+# only) at batch 256 and 1024, each beside python/bench/h5py_corpus_bench.py (Debian's h5py, same
+# layout, same durability), runs interleaved; then the deflate option. FI_PYTHON overrides /usr/bin/python3.
+bench_storage() {
+    build
+    machine
+    "$bench" storage 100000 1024 "${FI_BENCH_DIR:-/tmp}" 3
+}
+
 case "${1:-}" in
 partition) bench_partition ;;
+storage) bench_storage ;;
 *) echo "usage: $0 partition" >&2; exit 2 ;;
 esac
