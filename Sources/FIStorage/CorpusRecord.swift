@@ -38,8 +38,9 @@ struct StreamID: Comparable, Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `<ms>-<seq>`: two runs of 1–20 ASCII digits that each fit `UInt64`.
     init?(_ text: String) {
-        var text = text
-        guard let parsed = text.withUTF8({ StreamID(utf8: UnsafeRawBufferPointer($0)) }) else { return nil }
+        let parsed = text.utf8.withContiguousStorageIfAvailable { StreamID(utf8: UnsafeRawBufferPointer($0)) }
+            ?? Array(text.utf8).withUnsafeBytes { StreamID(utf8: $0) }
+        guard let parsed else { return nil }
         self = parsed
     }
 
@@ -111,9 +112,18 @@ enum UTF8Check {
             let raw = UnsafeRawPointer(base)
             let n = buffer.count
             var i = 0
-            // ASCII fast path, eight bytes at a time.
+            // ASCII fast path: 32 bytes per step, then 8.
+            let high: UInt64 = 0x8080_8080_8080_8080
+            while i + 32 <= n {
+                let word = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
+                if word & high != 0 { break }
+                i += 32
+            }
             while i + 8 <= n {
-                if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
+                if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & high != 0 { break }
                 i += 8
             }
             while i < n, buffer[i] < 0x80 { i += 1 }

@@ -323,7 +323,9 @@ final class WriterCore: @unchecked Sendable {
             guard cidBytes <= CorpusLayout.consultationIDBytes else {
                 throw invalid(index, record, "consultation id is \(cidBytes) bytes of UTF-8, at most \(CorpusLayout.consultationIDBytes) allowed")
             }
-            guard !record.consultationID.utf8.contains(0) else {
+            let hasNUL = record.consultationID.utf8.withContiguousStorageIfAvailable { $0.contains(0) }
+                ?? record.consultationID.utf8.contains(0)
+            guard !hasNUL else {
                 throw invalid(index, record, "consultation id contains a NUL byte (cells are null-padded)")
             }
             if options.validateUTF8, !UTF8Check.isValid(record.payload) {
@@ -348,23 +350,21 @@ final class WriterCore: @unchecked Sendable {
         payloadBuffer.removeAll(keepingCapacity: true)
         payloadBuffer.reserveCapacity(total)
         var end = UInt64(payloadBytes)
-        consultationBuffer.withUnsafeMutableBytes { cids in
-            streamBuffer.withUnsafeMutableBytes { sids in
-                for (row, index) in accepted.enumerated() {
-                    let record = records[index]
-                    var cid = record.consultationID
-                    cid.withUTF8 { cids.baseAddress!.advanced(by: row * cidSize).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                    var sid = record.streamID
-                    sid.withUTF8 { sids.baseAddress!.advanced(by: row * sidSize).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        receivedBuffer.reserveCapacity(k)
+        endBuffer.reserveCapacity(k)
+        records.withUnsafeBufferPointer { records in
+            consultationBuffer.withUnsafeMutableBytes { cids in
+                streamBuffer.withUnsafeMutableBytes { sids in
+                    for (row, index) in accepted.enumerated() {
+                        Self.copyUTF8(records[index].consultationID, to: cids.baseAddress! + row * cidSize)
+                        Self.copyUTF8(records[index].streamID, to: sids.baseAddress! + row * sidSize)
+                        receivedBuffer.append(records[index].receivedAtMs)
+                        records[index].payload.withUnsafeBytes { payloadBuffer.append(contentsOf: $0) }
+                        end += UInt64(records[index].payload.count)
+                        endBuffer.append(end)
+                    }
                 }
             }
-        }
-        for index in accepted {
-            let record = records[index]
-            receivedBuffer.append(record.receivedAtMs)
-            payloadBuffer.append(contentsOf: record.payload)
-            end += UInt64(record.payload.count)
-            endBuffer.append(end)
         }
         let lastID = records[accepted[k - 1]].streamID
         let newRows = rowCount + k
@@ -400,6 +400,16 @@ final class WriterCore: @unchecked Sendable {
         watermark = mark
         lastStreamID = lastID
         return (AppendOutcome(appended: k, skipped: skipped), lastID, rowCount)
+    }
+
+    /// Copies a string's UTF-8 (already checked to fit) into a null-padded cell.
+    private static func copyUTF8(_ text: String, to cell: UnsafeMutableRawPointer) {
+        let copied: Void? = text.utf8.withContiguousStorageIfAvailable {
+            if let base = $0.baseAddress { cell.copyMemory(from: base, byteCount: $0.count) }
+        }
+        if copied == nil {
+            for (offset, byte) in text.utf8.enumerated() { cell.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self) }
+        }
     }
 
     private func invalid(_ index: Int, _ record: CorpusRecord, _ why: String) -> StorageError {

@@ -19,6 +19,12 @@ enum StorageBench {
 
     static func main(_ arguments: [String]) async throws {
         if arguments.first == "chunks" { return try await chunks(Array(arguments.dropFirst())) }
+        if arguments.first == "one" {  // fi-bench storage one <batch> <yes|no> [events]: one configuration, for profiling
+            let batch = arguments.dropFirst().first.flatMap(Int.init) ?? 1024
+            let fsync = arguments.dropFirst(2).first != "no"
+            let records = makeRecords(arguments.dropFirst(3).first.flatMap(Int.init) ?? 100_000, payloadBytes: 1024)
+            return try await measure(Config(batch: batch, fsync: fsync, compression: .none), records: records, dir: "/tmp", reps: 3)
+        }
         if arguments.first == "lookup" { return try await lookup(Array(arguments.dropFirst())) }
         try await run(arguments)
     }
