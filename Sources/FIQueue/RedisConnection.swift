@@ -82,14 +82,16 @@ struct ConnectionSettings: Sendable {
 /// One hiredis connection, owned by its own thread.
 ///
 /// Requests queue up while the thread waits for replies; the thread then takes every queued
-/// request, appends all their commands to the output buffer (`redisAppendCommandArgv`) and
+/// request, writes all their commands (RESP-encoded by the callers) in one buffer and
 /// reads the replies in order (`redisGetReply`) — concurrent callers share round trips
 /// (auto-pipelining). A broken connection is dropped and re-established on the next request,
 /// with exponential backoff after failed attempts; requests sent on a connection that broke
 /// before their reply fail with `.unknownResult` if they change data.
 final class RedisConnection: @unchecked Sendable {
     struct Request {
-        var commands: [[[UInt8]]]
+        /// The commands, RESP-encoded back to back.
+        var payload: [UInt8]
+        var count: Int
         var timeout: Duration?
         var sideEffects: Bool
         var shape: ReplyShape
@@ -110,6 +112,7 @@ final class RedisConnection: @unchecked Sendable {
     private var backoff: Duration = .zero
     private var nextAttempt: ContinuousClock.Instant?
     private var lastConnectError = ""
+    private var writeBuffer: [UInt8] = []
 
     init(endpoint: RedisEndpoint, settings: ConnectionSettings, logger: Logger) {
         CHiredis_ignoreSIGPIPE()
@@ -128,14 +131,15 @@ final class RedisConnection: @unchecked Sendable {
     /// Sends `commands` back to back and returns their replies (error replies included).
     /// - Parameter timeout: socket timeout for this request (blocking reads), else the command timeout.
     func send(_ commands: [[[UInt8]]], timeout: Duration? = nil, sideEffects: Bool, shape: ReplyShape = .generic) async throws -> [RESPValue] {
-        try await withCheckedThrowingContinuation { cont in
+        let payload = RESP.encode(commands)
+        return try await withCheckedThrowingContinuation { cont in
             condition.lock()
             if closed {
                 condition.unlock()
                 cont.resume(throwing: EventQueueError(.unavailable, "the queue is closed"))
                 return
             }
-            queue.append(Request(commands: commands, timeout: timeout, sideEffects: sideEffects, shape: shape, continuation: cont))
+            queue.append(Request(payload: payload, count: commands.count, timeout: timeout, sideEffects: sideEffects, shape: shape, continuation: cont))
             if !started {
                 started = true
                 let thread = Thread { [self] in self.run() }
@@ -197,13 +201,27 @@ final class RedisConnection: @unchecked Sendable {
             redisSetTimeout(ctx, timeval(timeout))
             currentTimeout = timeout
         }
-        for r in batch {
-            for c in r.commands { append(ctx, c) }
+        writeBuffer.removeAll(keepingCapacity: true)
+        for r in batch { writeBuffer.append(contentsOf: r.payload) }
+        let written = writeAll(ctx, writeBuffer)
+        if written < writeBuffer.count {
+            if written == 0 {
+                // Nothing reached the server: nothing was applied.
+                let reason = "write failed: \(String(cString: strerror(CHiredis_errno())))"
+                logger.info("redis connection lost", metadata: ["fi.redis": "\(endpoint.address)", "fi.reason": "\(reason)"])
+                disconnect()
+                nextAttempt = nil
+                let error = EventQueueError(.unavailable, "connection to \(endpoint.address) lost: \(reason)")
+                for r in batch { r.continuation.resume(throwing: error) }
+            } else {
+                fail(batch[...], ctx: ctx)
+            }
+            return
         }
         for (i, r) in batch.enumerated() {
             var replies: [RESPValue] = []
-            replies.reserveCapacity(r.commands.count)
-            for _ in r.commands {
+            replies.reserveCapacity(r.count)
+            for _ in 0..<r.count {
                 var raw: UnsafeMutableRawPointer?
                 if redisGetReply(ctx, &raw) != CHiredis_OK() || raw == nil {
                     fail(batch[i...], ctx: ctx)
@@ -286,8 +304,11 @@ final class RedisConnection: @unchecked Sendable {
         if endpoint.database != 0 {
             setup.append([Array("SELECT".utf8), Array(String(endpoint.database).utf8)])
         }
-        for c in setup {
-            append(ctx, c)
+        let setupBytes = RESP.encode(setup)
+        if writeAll(ctx, setupBytes) < setupBytes.count {
+            lastConnectError = "connection lost during AUTH/SELECT"
+            redisFree(ctx)
+            return nil
         }
         for _ in setup {
             var raw: UnsafeMutableRawPointer?
@@ -312,25 +333,55 @@ final class RedisConnection: @unchecked Sendable {
         context = nil
     }
 
-    private func append(_ ctx: UnsafeMutablePointer<redisContext>, _ args: [[UInt8]]) {
-        let total = args.reduce(0) { $0 + $1.count }
-        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: args.count) { argv in
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: args.count) { lens in
-                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(total, 1)) { bytes in
-                    var offset = 0
-                    for (i, a) in args.enumerated() {
-                        let start = bytes.baseAddress! + offset
-                        a.withUnsafeBufferPointer { src in
-                            if let base = src.baseAddress { start.update(from: base, count: src.count) }
-                        }
-                        argv[i] = UnsafeRawPointer(start).assumingMemoryBound(to: CChar.self)
-                        lens[i] = a.count
-                        offset += a.count
-                    }
-                    _ = redisAppendCommandArgv(ctx, Int32(args.count), argv.baseAddress, lens.baseAddress)
+    /// Writes `bytes` to the socket; returns how many were written (all, unless the connection broke
+    /// or the send timeout expired). hiredis' own output buffer stays empty, so `redisGetReply` only reads.
+    private func writeAll(_ ctx: UnsafeMutablePointer<redisContext>, _ bytes: [UInt8]) -> Int {
+        let fd = ctx.pointee.fd
+        return bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n > 0 {
+                    offset += n
+                } else if n < 0 && CHiredis_errno() == EINTR {
+                    continue
+                } else {
+                    break
                 }
             }
+            return offset
         }
+    }
+}
+
+/// RESP encoding of commands (arrays of bulk strings).
+enum RESP {
+    static func encode(_ commands: [[[UInt8]]]) -> [UInt8] {
+        var size = 0
+        for c in commands {
+            size += 16
+            for a in c { size += a.count + 16 }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(size)
+        for c in commands {
+            out.append(UInt8(ascii: "*"))
+            appendDecimal(c.count, to: &out)
+            out.append(13); out.append(10)
+            for a in c {
+                out.append(UInt8(ascii: "$"))
+                appendDecimal(a.count, to: &out)
+                out.append(13); out.append(10)
+                out.append(contentsOf: a)
+                out.append(13); out.append(10)
+            }
+        }
+        return out
+    }
+
+    static func appendDecimal(_ n: Int, to out: inout [UInt8]) {
+        if n >= 10 { appendDecimal(n / 10, to: &out) }
+        out.append(UInt8(48 + n % 10))
     }
 }
 

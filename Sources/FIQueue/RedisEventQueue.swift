@@ -14,8 +14,9 @@ public final class RedisEventQueue: EventQueue {
         public var connectTimeout: Duration = .seconds(2)
         /// How long to wait for a reply (blocking reads wait their BLOCK time on top).
         public var commandTimeout: Duration = .seconds(5)
-        /// Pipelined connections per node, shared by all non-blocking commands.
-        public var pipelineConnections: Int = 2
+        /// Pipelined connections per node, shared by all non-blocking commands. One gives the largest
+        /// pipelines and the least CPU per command (see Docs/benchmarks.md); more spread head-of-line delay.
+        public var pipelineConnections: Int = 1
         /// Most connections per node held by blocking reads at once; further readers wait.
         public var maxBlockingConnections: Int = 64
         /// Most MOVED/ASK/TRYAGAIN redirects followed for one command.

@@ -17,7 +17,7 @@ enum QueueBench {
         var size = 1024
         var batch = 256
         var consumerCounts = [1, 4]
-        var connections = 2
+        var connections = 1
         var i = 0
         func value() -> String {
             i += 1
@@ -36,7 +36,7 @@ enum QueueBench {
             case "--concurrency": concurrency = int()
             case "--size": size = int()
             case "--batch": batch = int()
-            case "--consumers": consumerCounts = value().split(separator: ",").compactMap { Int($0) }
+            case "--consumers": consumerCounts = value().split(separator: ",").compactMap { Int($0) }.filter { (1...1024).contains($0) }
             case "--connections": connections = int()
             default: usage()
             }
@@ -61,6 +61,7 @@ enum QueueBench {
         let perTask = appends / concurrency
         let total = perTask * concurrency
         let start = ContinuousClock.now
+        let cpuStart = cpuSeconds()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
@@ -70,13 +71,15 @@ enum QueueBench {
             try await group.waitForAll()
         }
         let appendSeconds = (ContinuousClock.now - start) / .seconds(1)
+        let appendCPU = cpuSeconds() - cpuStart
         let stored = try await queue.length(of: stream)
-        print("RESULT bench=queue op=append backend=\(backend) concurrency=\(concurrency) connections=\(connections) size=\(size) appends=\(total) stored=\(stored) seconds=\(fmt(appendSeconds)) appends_per_s=\(Int(Double(total) / appendSeconds))")
+        print("RESULT bench=queue op=append backend=\(backend) concurrency=\(concurrency) connections=\(connections) size=\(size) appends=\(total) stored=\(stored) seconds=\(fmt(appendSeconds)) appends_per_s=\(Int(Double(total) / appendSeconds)) client_cpu_us_per_op=\(fmt(appendCPU * 1e6 / Double(total)))")
 
         for consumers in consumerCounts {
             let group = "bench-\(consumers)"
             try await queue.createGroup(group, on: stream)
             let start = ContinuousClock.now
+            let cpuStart = cpuSeconds()
             let n = try await withThrowingTaskGroup(of: Int.self) { tasks in
                 for c in 0..<consumers {
                     tasks.addTask {
@@ -93,9 +96,17 @@ enum QueueBench {
                 return try await tasks.reduce(0, +)
             }
             let seconds = (ContinuousClock.now - start) / .seconds(1)
-            print("RESULT bench=queue op=read+ack backend=\(backend) consumers=\(consumers) batch=\(batch) size=\(size) entries=\(n) seconds=\(fmt(seconds)) entries_per_s=\(Int(Double(n) / seconds))")
+            let cpu = cpuSeconds() - cpuStart
+            print("RESULT bench=queue op=read+ack backend=\(backend) consumers=\(consumers) batch=\(batch) size=\(size) entries=\(n) seconds=\(fmt(seconds)) entries_per_s=\(Int(Double(n) / seconds)) client_cpu_us_per_entry=\(fmt(cpu * 1e6 / Double(max(n, 1))))")
         }
         await queue.close()
+    }
+
+    /// User + system CPU time of this process: what the client costs, whatever else runs on the machine.
+    private static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
     private static func fmt(_ d: Double) -> String { String(format: "%.3f", d) }
