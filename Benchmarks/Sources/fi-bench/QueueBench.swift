@@ -75,8 +75,12 @@ enum QueueBench {
         let stored = try await queue.length(of: stream)
         print("RESULT bench=queue op=append backend=\(backend) concurrency=\(concurrency) connections=\(connections) size=\(size) appends=\(total) stored=\(stored) seconds=\(fmt(appendSeconds)) appends_per_s=\(Int(Double(total) / appendSeconds)) client_cpu_us_per_op=\(fmt(appendCPU * 1e6 / Double(total)))")
 
-        for consumers in consumerCounts {
-            let group = "bench-\(consumers)"
+        // Sequential: read a batch, acknowledge it, read the next. Overlapped: the ack of batch n
+        // travels with the read of batch n+1 (one round trip per batch), as a worker may do once
+        // batch n is persisted.
+        let runs = consumerCounts.map { ($0, false) } + (consumerCounts.isEmpty ? [] : [(1, true)])
+        for (consumers, overlapped) in runs {
+            let group = "bench-\(consumers)-\(overlapped)"
             try await queue.createGroup(group, on: stream)
             let start = ContinuousClock.now
             let cpuStart = cpuSeconds()
@@ -84,11 +88,22 @@ enum QueueBench {
                 for c in 0..<consumers {
                     tasks.addTask {
                         var done = 0
+                        var unacked: [StreamEntryID] = []
                         while true {
-                            let entries = try await queue.readGroup(group, consumer: "c\(c)", from: stream, count: batchSize)
+                            let entries: [StreamEntry]
+                            if overlapped {
+                                let previous = unacked
+                                async let acked = previous.isEmpty ? 0 : queue.ack(group, on: stream, ids: previous)
+                                entries = try await queue.readGroup(group, consumer: "c\(c)", from: stream, count: batchSize)
+                                let n = try await acked
+                                precondition(n == previous.count, "acknowledged \(n) of \(previous.count)")
+                                unacked = entries.map(\.id)
+                            } else {
+                                entries = try await queue.readGroup(group, consumer: "c\(c)", from: stream, count: batchSize)
+                                let n = try await queue.ack(group, on: stream, ids: entries.map(\.id))
+                                precondition(n == entries.count, "acknowledged \(n) of \(entries.count)")
+                            }
                             if entries.isEmpty { return done }
-                            let acked = try await queue.ack(group, on: stream, ids: entries.map(\.id))
-                            precondition(acked == entries.count, "acknowledged \(acked) of \(entries.count)")
                             done += entries.count
                         }
                     }
@@ -97,7 +112,8 @@ enum QueueBench {
             }
             let seconds = (ContinuousClock.now - start) / .seconds(1)
             let cpu = cpuSeconds() - cpuStart
-            print("RESULT bench=queue op=read+ack backend=\(backend) consumers=\(consumers) batch=\(batch) size=\(size) entries=\(n) seconds=\(fmt(seconds)) entries_per_s=\(Int(Double(n) / seconds)) client_cpu_us_per_entry=\(fmt(cpu * 1e6 / Double(max(n, 1))))")
+            let pending = try await queue.pending(group, on: stream).count
+            print("RESULT bench=queue op=read+ack backend=\(backend) mode=\(overlapped ? "overlapped" : "sequential") consumers=\(consumers) batch=\(batchSize) size=\(size) entries=\(n) pending_after=\(pending) seconds=\(fmt(seconds)) entries_per_s=\(Int(Double(n) / seconds)) client_cpu_us_per_entry=\(fmt(cpu * 1e6 / Double(max(n, 1))))")
         }
         await queue.close()
     }
