@@ -20,6 +20,12 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // C libraries from Debian, wrapped at the edge.
@@ -57,8 +63,50 @@ let package = Package(
             dependencies: ["FIPartitioning"]
         ),
 
-        .executableTarget(name: "fi-server"),
-        .executableTarget(name: "fi-worker"),
+        // The worker: queue + store. Also the metrics endpoint and queue
+        // connection shared by both executables.
+        .target(
+            name: "FIWorkerKit",
+            dependencies: [
+                "FIPartitioning", "FIQueue", "FIStorage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        // The HTTP API: everything composed for HTTP.
+        .target(
+            name: "FIServerKit",
+            dependencies: [
+                "FIPartitioning", "FIQueue", "FIStorage", "FICapacity", "FIWorkerKit",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
+
+        .executableTarget(
+            name: "fi-server",
+            dependencies: [
+                "FIServerKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "fi-worker",
+            dependencies: [
+                "FIWorkerKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
 
         .testTarget(name: "FIPartitioningTests", dependencies: ["FIPartitioning"]),
         .testTarget(name: "FIQueueTests", dependencies: ["FIQueue"]),
@@ -66,5 +114,16 @@ let package = Package(
         // Test-only child process for FIStorageTests' kill -9 recovery test.
         .executableTarget(name: "FIStorageCrashWriter", dependencies: ["FIStorage"], path: "Tests/FIStorageCrashWriter"),
         .testTarget(name: "FICapacityTests", dependencies: ["FICapacity"]),
+        .testTarget(name: "FIWorkerKitTests", dependencies: ["FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning"]),
+        // Starts the built fi-server / fi-worker binaries against real Redis.
+        .testTarget(name: "EndToEndTests", dependencies: ["FIQueue", "FIStorage", "FIPartitioning"]),
+        .testTarget(
+            name: "FIServerKitTests",
+            dependencies: [
+                "FIServerKit", "FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
     ]
 )

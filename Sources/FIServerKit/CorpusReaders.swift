@@ -1,0 +1,55 @@
+import FIPartitioning
+import FIStorage
+import Foundation
+import Logging
+import Synchronization
+
+/// One open SWMR reader per partition corpus, reused across requests and
+/// refreshed before each query so rows a worker appended since are seen.
+final class CorpusReaders: Sendable {
+    private let storageRoot: String
+    private let logger: Logger
+    private let readers = Mutex<[PartitionKey: CorpusReader]>([:])
+
+    init(storageRoot: String, logger: Logger) {
+        self.storageRoot = storageRoot
+        self.logger = logger
+    }
+
+    /// The stored events of one consultation, in stream order; empty when the
+    /// partition has no corpus yet.
+    func records(consultationID: String, partition: PartitionKey) async throws -> [CorpusRecord] {
+        guard let reader = try await reader(for: partition) else { return [] }
+        do {
+            _ = try await reader.refresh()
+            return try await reader.records(consultationID: consultationID)
+        } catch {
+            // A reader that failed (say, the file was replaced) is reopened next time.
+            readers.withLock { _ = $0.removeValue(forKey: partition) }
+            try? await reader.close()
+            throw error
+        }
+    }
+
+    private func reader(for partition: PartitionKey) async throws -> CorpusReader? {
+        if let reader = readers.withLock({ $0[partition] }) { return reader }
+        let path = partition.corpusPath(storageRoot: storageRoot)
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let reader = try await CorpusReader.open(path: path, logger: logger)
+        let kept = readers.withLock { readers in
+            if let existing = readers[partition] { return existing }
+            readers[partition] = reader
+            return reader
+        }
+        if kept !== reader { try? await reader.close() }
+        return kept
+    }
+
+    func closeAll() async {
+        let all = readers.withLock { readers in
+            defer { readers.removeAll() }
+            return Array(readers.values)
+        }
+        for reader in all { try? await reader.close() }
+    }
+}

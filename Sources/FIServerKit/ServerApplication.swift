@@ -1,0 +1,132 @@
+import FIPartitioning
+import FIQueue
+import FIWorkerKit
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+import ServiceLifecycle
+
+/// fi-server's settings: the contract's flags plus a few tunables.
+public struct ServerSettings: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 7001
+    /// Hash partitions, N.
+    public var partitions = Partitioner.defaultPartitions
+    public var storageRoot = "./storage"
+    public var maxBodyBytes = 1 << 20
+    /// A partition whose stream holds more entries than this is answered 429.
+    public var maxBacklog = 100_000
+    public var apiTokensFile: String?
+    /// The queue; `nil` runs embedded (in-memory queue and in-process workers).
+    public var queue: QueueTarget?
+    /// Seconds clients are told to wait in `Retry-After` on 429 and 503.
+    public var retryAfterSeconds = 1
+    /// How often partition backlogs are re-read in the background.
+    public var backlogRefreshInterval: Duration = .milliseconds(250)
+    /// Connections idle this long are closed (slow clients cannot hold them).
+    public var idleTimeout: Duration = .seconds(60)
+    /// The in-process worker of embedded mode.
+    public var embeddedWorker = WorkerConfiguration()
+
+    public init() {}
+}
+
+/// Builds and runs fi-server.
+public enum ServerApplication {
+    /// A start-up failure with a one-line reason for the operator.
+    public struct StartupError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The HTTP application over a given queue, for `run` and for in-process tests.
+    public static func buildApplication(
+        settings: ServerSettings,
+        queue: any EventQueue,
+        registry: PrometheusCollectorRegistry,
+        logger: Logger
+    ) throws -> some ApplicationProtocol {
+        var tokens: TokenStore?
+        if let path = settings.apiTokensFile {
+            do {
+                let loaded = try TokenStore.load(path: path)
+                if let warning = loaded.warning { logger.warning("\(warning)") }
+                tokens = loaded.store
+            } catch {
+                throw StartupError(description: "\(error)")
+            }
+        } else {
+            logger.warning("no --api-tokens-file: the API is open to anyone who can reach it")
+        }
+        let backlog = BacklogMonitor(queue: queue, limit: settings.maxBacklog, interval: settings.backlogRefreshInterval, logger: logger)
+        let readers = CorpusReaders(storageRoot: settings.storageRoot, logger: logger)
+        let api: IngestAPI
+        do {
+            api = try IngestAPI(settings: settings, queue: queue, tokens: tokens, backlog: backlog, readers: readers)
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+
+        let router = Router()
+        router.add(middleware: RequestMiddleware())
+        api.addRoutes(to: router)
+        router.get("/metrics") { _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
+            )
+        }
+
+        let idle = settings.idleTimeout.components
+        return Application(
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "fi-server"),
+            services: [backlog],
+            logger: logger
+        )
+    }
+
+    /// Connects (or, embedded, starts in-process workers) and serves until
+    /// SIGTERM/SIGINT. Embedded mode then drains: every event answered 202 is
+    /// in its corpus before the process exits.
+    public static func run(settings: ServerSettings, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
+        let queue: any EventQueue
+        let target = settings.queue ?? .inMemory
+        do {
+            queue = try await target.connect(logger: logger)
+            try await queue.ping()
+        } catch {
+            throw StartupError(description: "cannot reach \(target): \((error as? EventQueueError)?.message ?? "\(error)")")
+        }
+
+        let app = try buildApplication(settings: settings, queue: queue, registry: registry, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if settings.queue == nil {
+            var worker = settings.embeddedWorker
+            worker.storageRoot = settings.storageRoot
+            worker.discoverAll = true
+            var options = EventWorker.Options()
+            options.drainOnShutdown = true
+            // Services stop in reverse order: the HTTP server first, then the
+            // worker drains what was accepted.
+            services.append(.init(service: EventWorker(queue: queue, configuration: worker, options: options, logger: logger)))
+        }
+        services.append(.init(service: app))
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        logger.info(
+            "fi-server starting",
+            metadata: [
+                "fi.address": "\(settings.host):\(settings.port)",
+                "fi.queue": "\(settings.queue.map { "\($0)" } ?? "embedded (in-memory queue, in-process workers)")",
+                "fi.storage": "\(settings.storageRoot)",
+                "fi.partitions": "\(settings.partitions)",
+            ]
+        )
+        try await group.run()
+        await queue.close()
+    }
+}

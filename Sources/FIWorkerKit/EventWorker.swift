@@ -1,0 +1,201 @@
+import FIPartitioning
+import FIQueue
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The worker: holds partition leases and runs one ``PartitionRunner`` per
+/// held partition, turning the queue into corpus files.
+///
+/// **Ownership.** Exactly one worker writes a partition's file at a time. A
+/// worker holds a lease `fi:lease:<partition>` (SET NX PX, renewed every third
+/// of its TTL, released on shutdown); one that cannot renew in time stops
+/// writing that partition before the lease can expire in Redis. The corpus
+/// writer's own file lock backs this up on one host.
+///
+/// **Balance.** Every worker also holds a membership lease `fi:member:<id>`.
+/// With `M` members and `P` partitions, a worker takes unowned partitions
+/// while it holds fewer than ⌈P/M⌉, and gives one back per rescan while it
+/// holds two or more than the least-loaded member — so three workers with
+/// nine partitions settle at three each, and a dead worker's partitions are
+/// taken over by the others once its leases expire.
+///
+/// Runs as a swift-service-lifecycle `Service`: on graceful shutdown each
+/// runner finishes (or, with ``Options/drainOnShutdown``, empties) its stream,
+/// flushes and acknowledges, and the leases are released.
+public final class EventWorker: Service, Sendable {
+    /// Worker behaviour that is not part of the command line.
+    public struct Options: Sendable {
+        /// On shutdown, keep consuming until every held stream is empty
+        /// (embedded mode: the in-memory queue does not outlive the process).
+        public var drainOnShutdown = false
+        public init() {}
+    }
+
+    private let queue: any EventQueue
+    private let configuration: WorkerConfiguration
+    private let options: Options
+    private let logger: Logger
+    /// Unique per process: leases are owned by the instance, not the consumer
+    /// name (which is shared by every restart on one host).
+    public let instanceID: String
+    private let stopping = Atomic<Bool>(false)
+    private let state = Mutex<[PartitionKey: Held]>([:])
+
+    private struct Held {
+        let runner: PartitionRunner
+        let lease: LeaseClock
+        var finished = false
+    }
+
+    /// Creates a worker.
+    /// - Parameters:
+    ///   - queue: the queue to consume (Redis or in-memory).
+    ///   - configuration: partitions, storage, group and timing.
+    ///   - options: embedded-mode behaviour.
+    ///   - logger: where progress and take-overs are logged.
+    public init(queue: any EventQueue, configuration: WorkerConfiguration, options: Options = .init(), logger: Logger) {
+        self.queue = queue
+        self.configuration = configuration
+        self.options = options
+        self.logger = logger
+        self.instanceID = configuration.consumer + ":" + UUID().uuidString.lowercased().prefix(8)
+    }
+
+    /// The partitions this worker currently holds.
+    public var heldPartitions: [PartitionKey] {
+        state.withLock { $0.filter { !$0.value.finished }.map(\.key).sorted() }
+    }
+
+    /// Asks the worker to stop, as graceful shutdown does.
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        state.withLock { held in held.values.forEach { $0.runner.stop() } }
+    }
+
+    private var memberKey: String { "fi:member:" + instanceID }
+
+    private var tick: Duration { min(configuration.rescanInterval, configuration.leaseTTL / 3) }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                // After a stop request the loop goes on renewing leases (and
+                // taking none) until every runner has finished its batch, or
+                // drained its stream, and returned.
+                while !Task.isCancelled {
+                    let stopping = self.stopping.load(ordering: .relaxed)
+                    if stopping && state.withLock({ $0.values.allSatisfy(\.finished) }) { break }
+                    do {
+                        try await rebalance(group: &group, acquire: !stopping)
+                    } catch {
+                        logger.warning("lease round failed; retrying", metadata: ["fi.error": "\(error)"])
+                    }
+                    do {
+                        try await Task.sleep(for: stopping ? min(tick, .milliseconds(50)) : tick)
+                    } catch {
+                        break
+                    }
+                }
+                stop()
+            }
+        } onGracefulShutdown: {
+            self.stop()
+        }
+        await releaseAll()
+    }
+
+    /// One round: renew what is held, drop what finished or was lost, take or
+    /// give back partitions towards an even share.
+    private func rebalance(group: inout ThrowingDiscardingTaskGroup<any Error>, acquire: Bool) async throws {
+        _ = try await queue.acquireLease(memberKey, owner: instanceID, ttl: configuration.leaseTTL)
+
+        // Renew held leases; a runner whose lease could not be renewed stops.
+        let held = state.withLock { $0 }
+        for (key, entry) in held {
+            if entry.finished {
+                state.withLock { _ = $0.removeValue(forKey: key) }
+                _ = try? await queue.releaseLease(key.leaseKey, owner: instanceID)
+                continue
+            }
+            let renewSent = ContinuousClock.now
+            if try await queue.renewLease(key.leaseKey, owner: instanceID, ttl: configuration.leaseTTL) {
+                entry.lease.granted(sentAt: renewSent)
+            } else {
+                entry.lease.revoke()
+                entry.runner.stop()
+                logger.warning("lease lost; stopped writing the partition", metadata: ["fi.partition": "\(key)"])
+            }
+        }
+
+        guard acquire else { return }
+        let candidates = try await partitions()
+        let owners = try await queue.leaseOwners(withPrefix: PartitionKey.leasePrefix)
+        let members = Set(try await queue.leaseOwners(withPrefix: "fi:member:").values)
+        let memberCount = max(1, members.count)
+        let share = (candidates.count + memberCount - 1) / memberCount
+        var mine = state.withLock { $0.filter { !$0.value.finished }.count }
+
+        // Take unowned partitions up to the fair share.
+        for key in candidates where mine < share && owners[key.leaseKey] == nil {
+            if stopping.load(ordering: .relaxed) { return }
+            guard state.withLock({ $0[key] == nil }) else { continue }
+            let lease = LeaseClock(ttl: configuration.leaseTTL)
+            let grantSent = ContinuousClock.now
+            guard try await queue.acquireLease(key.leaseKey, owner: instanceID, ttl: configuration.leaseTTL) else { continue }
+            lease.granted(sentAt: grantSent)
+            start(key, lease: lease, group: &group)
+            mine += 1
+        }
+
+        // Give one back when clearly above the least-loaded member.
+        var load = Dictionary(uniqueKeysWithValues: members.map { ($0, 0) })
+        for owner in owners.values where load[owner] != nil { load[owner]! += 1 }
+        let least = load.values.min() ?? mine
+        if mine > share, mine >= least + 2, let key = state.withLock({ $0.filter { !$0.value.finished }.keys.sorted().last }) {
+            logger.info("handing a partition to a less-loaded worker", metadata: ["fi.partition": "\(key)", "fi.held": "\(mine)", "fi.least": "\(least)"])
+            state.withLock { $0[key]?.runner.stop() }
+        }
+    }
+
+    private func partitions() async throws -> [PartitionKey] {
+        guard configuration.discoverAll else { return configuration.partitions }
+        let names = try await queue.streams(withPrefix: PartitionKey.streamPrefix)
+        return Set(names.compactMap(PartitionKey.init(streamName:))).sorted()
+    }
+
+    private func start(_ key: PartitionKey, lease: LeaseClock, group: inout ThrowingDiscardingTaskGroup<any Error>) {
+        let runner = PartitionRunner(
+            key: key,
+            queue: queue,
+            configuration: configuration,
+            lease: lease,
+            drainOnStop: options.drainOnShutdown,
+            logger: logger
+        )
+        state.withLock { $0[key] = Held(runner: runner, lease: lease) }
+        logger.info("took over partition", metadata: ["fi.partition": "\(key)", "fi.owner": "\(instanceID)"])
+        if stopping.load(ordering: .relaxed) { runner.stop() }
+        group.addTask {
+            await runner.run()
+            self.state.withLock { $0[key]?.finished = true }
+        }
+    }
+
+    private func releaseAll() async {
+        let keys = state.withLock { held in
+            defer { held.removeAll() }
+            return Array(held.keys)
+        }
+        for key in keys {
+            do {
+                _ = try await queue.releaseLease(key.leaseKey, owner: instanceID)
+            } catch {
+                logger.warning("could not release lease; it expires by itself", metadata: ["fi.partition": "\(key)", "fi.error": "\(error)"])
+            }
+        }
+        _ = try? await queue.releaseLease(memberKey, owner: instanceID)
+        logger.info("worker stopped", metadata: ["fi.released": "\(keys.count)"])
+    }
+}

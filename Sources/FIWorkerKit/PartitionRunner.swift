@@ -1,0 +1,302 @@
+import FIPartitioning
+import FIQueue
+import FIStorage
+import Foundation
+import Logging
+import Metrics
+import Synchronization
+
+/// Consumes one partition while its lease is held: read a batch → append it
+/// to the corpus → flush (inside `append`) → acknowledge → delete from the
+/// stream. Nothing is acknowledged before the batch is durable in the file.
+///
+/// Ordering is what makes the file's watermark a sound duplicate filter: rows
+/// are appended in stream order, so an entry at or below the last stored
+/// stream id is already in the file. To keep that true, pending entries (from
+/// this consumer's earlier life, or from a previous owner of the partition)
+/// are all claimed and persisted, in id order, before any new entry is read.
+final class PartitionRunner: Sendable {
+    let key: PartitionKey
+    private let queue: any EventQueue
+    private let configuration: WorkerConfiguration
+    private let logger: Logger
+    private let lease: LeaseClock
+    private let stopRequested = Atomic<Bool>(false)
+    private let progress: PartitionProgress
+    /// Acknowledged ids whose XDEL failed; retried with the next batch.
+    private let undeleted = Mutex<[StreamEntryID]>([])
+
+    private let drainOnStop: Bool
+
+    init(
+        key: PartitionKey,
+        queue: any EventQueue,
+        configuration: WorkerConfiguration,
+        lease: LeaseClock,
+        drainOnStop: Bool,
+        logger: Logger
+    ) {
+        self.key = key
+        self.drainOnStop = drainOnStop
+        self.queue = queue
+        self.configuration = configuration
+        self.lease = lease
+        var logger = logger
+        logger[metadataKey: "fi.partition"] = "\(key)"
+        self.logger = logger
+        self.progress = PartitionProgress(key: key)
+    }
+
+    /// Asks the runner to stop after the batch in hand.
+    func stop() { stopRequested.store(true, ordering: .relaxed) }
+
+    private var isStopping: Bool { stopRequested.load(ordering: .relaxed) }
+
+    /// May this runner still act on the partition at all?
+    private var mayWrite: Bool { lease.isValid && !Task.isCancelled }
+
+    /// Runs until asked to stop or the lease is lost. Never throws: failures
+    /// are logged and retried with backoff while the lease lasts.
+    func run() async {
+        let stream = key.streamName
+        var writer: CorpusWriter?
+        var backoff = Backoff(maximum: configuration.maxBackoff)
+        var needsRecovery = true
+        // Delivery counts say how often worker *processes* received an entry;
+        // only the first recovery sees counts not inflated by this runner's
+        // own retries (say, while the disk was full).
+        var firstRecovery = true
+        let heldSince = ContinuousClock.now
+        var lastSweep = ContinuousClock.now
+        var lastProgress = ContinuousClock.now
+
+        var drained = false
+
+        defer { progress.reset() }
+        while mayWrite {
+            // Stop after the batch in hand, or (embedded mode) once the stream is empty.
+            if isStopping && (!drainOnStop || drained) { break }
+            do {
+                if writer == nil {
+                    writer = try await CorpusWriter.open(
+                        path: key.corpusPath(storageRoot: configuration.storageRoot),
+                        options: configuration.store,
+                        logger: logger
+                    )
+                    try await queue.createGroup(configuration.group, on: stream)
+                    needsRecovery = true
+                    logger.info("partition opened", metadata: ["fi.rows": "\(writer!.rowCount)", "fi.watermark": "\(writer!.lastStreamID ?? "-")"])
+                }
+                let writer = writer!
+
+                if ContinuousClock.now - lastSweep >= configuration.claimInterval {
+                    needsRecovery = true
+                    lastSweep = .now
+                }
+                if ContinuousClock.now - lastProgress >= configuration.progressInterval {
+                    await reportProgress()
+                    lastProgress = .now
+                }
+
+                if needsRecovery {
+                    switch try await recover(into: writer, heldSince: heldSince, applyDeliveryLimit: firstRecovery) {
+                    case .done:
+                        needsRecovery = false
+                        firstRecovery = false
+                    case .waitingForOthers:
+                        try await Task.sleep(for: min(.seconds(1), configuration.claimIdle))
+                        continue
+                    }
+                }
+
+                let entries = try await queue.readGroup(
+                    configuration.group,
+                    consumer: configuration.consumer,
+                    from: stream,
+                    count: configuration.batchSize,
+                    block: isStopping ? nil : configuration.readBlock,
+                    ownPending: false
+                )
+                drained = entries.isEmpty
+                if !entries.isEmpty {
+                    try await persist(entries.map { ($0, nil) }, into: writer)
+                }
+                backoff.reset()
+            } catch is CancellationError {
+                break
+            } catch {
+                // Entries read but not persisted stay pending for this
+                // consumer; recovery re-reads them in order before anything new.
+                needsRecovery = true
+                if let storageError = error as? StorageError, storageError.code != .locked {
+                    // The writer refuses appends after an HDF5/I/O failure; reopen it.
+                    try? await writer?.close()
+                    writer = nil
+                }
+                if let storageError = error as? StorageError, storageError.code == .locked {
+                    logger.warning("corpus file is locked by another writer; retrying", metadata: ["fi.error": "\(storageError)"])
+                } else {
+                    logger.warning("partition batch failed; backing off", metadata: ["fi.error": "\(error)", "fi.backoff": "\(backoff.current)"])
+                }
+                progress.errors.increment()
+                do { try await backoff.wait() } catch { break }
+            }
+        }
+        if let writer {
+            do {
+                try await writer.close()
+            } catch {
+                logger.error("closing the corpus failed", metadata: ["fi.error": "\(error)"])
+            }
+        }
+        logger.info("partition released", metadata: ["fi.lease_valid": "\(lease.isValid)"])
+    }
+
+    enum RecoveryState { case done, waitingForOthers }
+
+    /// Claims every pending entry of the group on this stream, in id order,
+    /// and persists them. Entries pending at other consumers (a previous owner)
+    /// are claimed only once this worker has held the partition for
+    /// `claimIdle`; until then nothing new is read, so rows stay in order.
+    private func recover(
+        into writer: CorpusWriter,
+        heldSince: ContinuousClock.Instant,
+        applyDeliveryLimit: Bool
+    ) async throws -> RecoveryState {
+        let stream = key.streamName
+        let summary = try await queue.pending(configuration.group, on: stream)
+        if summary.count == 0 { return .done }
+        let others = summary.consumers.filter { $0.key != configuration.consumer && $0.value > 0 }
+        if !others.isEmpty, ContinuousClock.now - heldSince < configuration.claimIdle {
+            return .waitingForOthers
+        }
+        if !others.isEmpty {
+            logger.info("claiming entries of previous owners", metadata: ["fi.consumers": "\(others)"])
+        }
+        var start = StreamEntryID(ms: 0, seq: 0)
+        for _ in 0..<1_000_000 {
+            guard mayWrite, !isStopping || drainOnStop else { return .done }
+            let result = try await queue.autoClaim(
+                configuration.group,
+                consumer: configuration.consumer,
+                on: stream,
+                minIdle: .zero,
+                start: start,
+                count: configuration.batchSize
+            )
+            if !result.deletedIDs.isEmpty {
+                // Gone from the stream: nothing to store, only the pending record to clear.
+                _ = try await queue.ack(configuration.group, on: stream, ids: result.deletedIDs)
+            }
+            if !result.entries.isEmpty {
+                progress.claimed.increment(by: result.entries.count)
+                try await persist(result.entries.map { ($0.entry, applyDeliveryLimit ? $0.deliveryCount : nil) }, into: writer)
+            }
+            guard let next = result.nextStart else { break }
+            start = next
+        }
+        return .done
+    }
+
+    /// Stores a batch in stream order and only then acknowledges and deletes it.
+    private func persist(_ batch: [(entry: StreamEntry, deliveries: Int?)], into writer: CorpusWriter) async throws {
+        let stream = key.streamName
+        let watermark = writer.lastStreamID.flatMap(StreamEntryID.init)
+        var records: [CorpusRecord] = []
+        records.reserveCapacity(batch.count)
+        var dead: [(StreamEntry, String)] = []
+        var alreadyStored = 0
+        for (entry, deliveries) in batch {
+            if let watermark, entry.id <= watermark {
+                alreadyStored += 1
+                continue
+            }
+            switch EntryDecoder.decode(entry) {
+            case .failure(let problem):
+                dead.append((entry, problem.reason))
+            case .success(let record):
+                if let deliveries, deliveries > configuration.maxDeliveries {
+                    dead.append((entry, "delivered \(deliveries) times (more than \(configuration.maxDeliveries))"))
+                } else {
+                    records.append(record)
+                }
+            }
+        }
+
+        // Dead letters first: an entry is acknowledged only once it is either
+        // in the corpus or in fi:dead:<partition>.
+        for (entry, reason) in dead {
+            _ = try await queue.append(to: key.deadLetterStreamName, fields: DeadLetter.fields(for: entry, reason: reason, partition: key))
+            logger.warning("entry moved to dead letters", metadata: ["fi.stream_id": "\(entry.id)", "fi.reason": "\(reason)"])
+        }
+        progress.deadLettered.increment(by: dead.count)
+
+        if !records.isEmpty {
+            guard mayWrite else { throw CancellationError() }
+            let started = ContinuousClock.now
+            let outcome = try await writer.append(records)
+            progress.batchDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+            progress.persisted.increment(by: outcome.appended)
+            progress.recordPersisted(outcome.appended)
+            alreadyStored += outcome.skipped
+        }
+        if alreadyStored > 0 {
+            progress.duplicatesSkipped.increment(by: alreadyStored)
+        }
+
+        let ids = batch.map(\.entry.id)
+        _ = try await queue.ack(configuration.group, on: stream, ids: ids)
+        // Deleting persisted entries keeps the stream length equal to the
+        // backlog. A failed delete loses nothing (the entries are stored and
+        // acknowledged); it is retried with the next batch.
+        let toDelete = undeleted.withLock { pending in
+            defer { pending.removeAll() }
+            return pending + ids
+        }
+        do {
+            _ = try await queue.delete(from: stream, ids: toDelete)
+        } catch {
+            undeleted.withLock { $0.append(contentsOf: toDelete) }
+            logger.warning("deleting persisted entries failed; will retry", metadata: ["fi.error": "\(error)"])
+        }
+    }
+
+    private func reportProgress() async {
+        let stream = key.streamName
+        let backlog = try? await queue.length(of: stream)
+        let lag = try? await queue.oldestPendingIdle(configuration.group, on: stream)
+        let rate = progress.takeRate()
+        if let backlog { progress.backlog.record(backlog) }
+        progress.oldestPendingSeconds.record(lag.map { Double($0.nanoseconds) / 1e9 } ?? 0)
+        logger.info(
+            "partition progress",
+            metadata: [
+                "fi.events_per_s": "\(Int(rate))",
+                "fi.backlog": "\(backlog.map(String.init) ?? "?")",
+                "fi.oldest_pending_ms": "\(lag.map { String($0.nanoseconds / 1_000_000) } ?? "0")",
+            ]
+        )
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let c = components
+        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
+    }
+}
+
+/// Exponential backoff from 50 ms up to a maximum.
+struct Backoff {
+    let maximum: Duration
+    private(set) var current: Duration = .milliseconds(50)
+
+    init(maximum: Duration) { self.maximum = maximum }
+
+    mutating func reset() { current = .milliseconds(50) }
+
+    mutating func wait() async throws {
+        try await Task.sleep(for: current)
+        current = min(maximum, current * 2)
+    }
+}

@@ -1,0 +1,164 @@
+import FIQueue
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// Where the queue lives: a Redis URL, Redis Cluster seeds, or nowhere (embedded).
+public struct QueueTarget: Sendable, CustomStringConvertible {
+    enum Value: Sendable {
+        case redis(String)
+        case cluster([String])
+        case inMemory
+    }
+
+    let value: Value
+
+    /// A single Redis: `redis://[:password@]host[:port][/db]`.
+    public static func redis(url: String) -> QueueTarget { QueueTarget(value: .redis(url)) }
+    /// A Redis Cluster, by seed nodes `host:port`.
+    public static func cluster(seeds: [String]) -> QueueTarget { QueueTarget(value: .cluster(seeds)) }
+    /// The in-process queue (embedded mode; nothing outlives the process).
+    public static let inMemory = QueueTarget(value: .inMemory)
+
+    /// The target the command-line flags describe: `--redis-url`, then
+    /// `--redis-cluster`, then the `REDIS_URL` environment variable; `nil` when
+    /// none is given.
+    public static func fromFlags(redisURL: String?, redisCluster: String?, environment: [String: String]) -> QueueTarget? {
+        if let redisURL, !redisURL.isEmpty { return .redis(url: redisURL) }
+        if let redisCluster, !redisCluster.isEmpty {
+            return .cluster(seeds: redisCluster.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+        if let url = environment["REDIS_URL"], !url.isEmpty { return .redis(url: url) }
+        return nil
+    }
+
+    public var isInMemory: Bool {
+        if case .inMemory = value { return true }
+        return false
+    }
+
+    /// Connects, failing at once with a one-line reason if the queue cannot be reached.
+    public func connect(logger: Logger) async throws -> any EventQueue {
+        switch value {
+        case .redis(let url):
+            return try await RedisEventQueue.connect(url: url, logger: logger)
+        case .cluster(let seeds):
+            return try await RedisEventQueue.connect(clusterSeeds: seeds, logger: logger)
+        case .inMemory:
+            return InMemoryEventQueue()
+        }
+    }
+
+    public var description: String {
+        switch value {
+        case .redis(let url): Self.redacted(url)
+        case .cluster(let seeds): "redis cluster " + seeds.joined(separator: ",")
+        case .inMemory: "in-memory queue"
+        }
+    }
+
+    /// The URL without its password, for logs and error messages.
+    static func redacted(_ url: String) -> String {
+        guard let at = url.firstIndex(of: "@"), let scheme = url.range(of: "://") else { return url }
+        return String(url[..<scheme.upperBound]) + "***" + String(url[at...])
+    }
+}
+
+/// Metrics for the executables: a Prometheus registry bootstrapped into
+/// swift-metrics, and an HTTP endpoint that serves it.
+public enum Observability {
+    /// Bootstraps swift-metrics with a Prometheus registry. Call once, from an executable.
+    public static func bootstrapPrometheus() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+
+    /// A small HTTP service answering `GET /metrics` with the registry's Prometheus text.
+    public static func metricsEndpoint(registry: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger) -> some Service {
+        let router = Router()
+        router.get("/metrics") { _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
+            )
+        }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "fi-worker"),
+            logger: logger
+        )
+    }
+}
+
+/// What `fi-worker` runs: connect, then a worker (and a metrics endpoint)
+/// under a ServiceGroup that turns SIGTERM/SIGINT into a graceful shutdown.
+public enum WorkerApplication {
+    /// The worker's command-line settings.
+    public struct Settings: Sendable {
+        public var queue: QueueTarget
+        public var worker: WorkerConfiguration
+        public var metricsHost = "127.0.0.1"
+        public var metricsPort: Int?
+
+        public init(queue: QueueTarget, worker: WorkerConfiguration) {
+            self.queue = queue
+            self.worker = worker
+        }
+    }
+
+    /// A start-up failure with a one-line reason for the operator.
+    public struct StartupError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Connects to the queue (failing at once if it cannot be reached) and
+    /// runs until SIGTERM/SIGINT.
+    public static func run(_ settings: Settings, registry: PrometheusCollectorRegistry?, logger: Logger) async throws {
+        let queue: any EventQueue
+        do {
+            queue = try await settings.queue.connect(logger: logger)
+            try await queue.ping()
+        } catch {
+            throw StartupError(description: "cannot reach \(settings.queue): \(oneLine(error))")
+        }
+        let worker = EventWorker(queue: queue, configuration: settings.worker, logger: logger)
+        var services: [any Service] = [worker]
+        if let port = settings.metricsPort, let registry {
+            services.append(Observability.metricsEndpoint(registry: registry, host: settings.metricsHost, port: port, logger: logger))
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        logger.info(
+            "fi-worker started",
+            metadata: [
+                "fi.queue": "\(settings.queue)",
+                "fi.partitions": "\(settings.worker.discoverAll ? "--all" : settings.worker.partitions.map(\.rawValue).joined(separator: ","))",
+                "fi.consumer": "\(settings.worker.consumer)",
+                "fi.storage": "\(settings.worker.storageRoot)",
+            ]
+        )
+        try await group.run()
+        await queue.close()
+    }
+
+    static func oneLine(_ error: any Error) -> String {
+        let text = (error as? EventQueueError)?.message ?? "\(error)"
+        return text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
+}

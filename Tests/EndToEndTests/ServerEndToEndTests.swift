@@ -1,0 +1,149 @@
+import FIPartitioning
+import FIQueue
+import FIStorage
+import Foundation
+import Testing
+
+/// fi-server (and fi-worker) as processes, over HTTP on 127.0.0.1.
+@Suite("fi-server end to end", .serialized)
+struct ServerEndToEndTests {
+    static func body(_ n: Int, site: String?) -> String {
+        let metadata = site.map { #","metadata":{"site_id":"\#($0)"}"# } ?? ""
+        return #"{"event_id":"e\#(n)","event_type":"TRANSCRIPTION_SEGMENT","seq":\#(n)\#(metadata),"payload":{"text":"ñandú \u00e9 \#(n)"}}"#
+    }
+
+    @Test(
+        "with Redis: events posted → fi-worker → corpus → read back through GET, byte for byte",
+        .enabled(if: E2E.enabled, "needs FI_TEST_REDIS_URL")
+    )
+    func postWorkerGet() async throws {
+        let url = try E2E.databaseURL()
+        let storage = try E2E.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let port = try E2E.freePort()
+        let base = "http://127.0.0.1:\(port)"
+        let server = try Child("server", try E2E.binary("fi-server"), ["--port", "\(port)", "--redis-url", url, "--storage", storage], logDirectory: storage)
+        let worker = try Child("worker", try E2E.binary("fi-worker"), ["--all", "--redis-url", url, "--storage", storage], logDirectory: storage)
+        try await HTTP.waitHealthy(base, process: server)
+
+        var expected: [String: [String]] = [:]  // "consultation|site" → bodies in order
+        for n in 0..<120 {
+            let site: String? = n % 3 == 0 ? nil : (n % 3 == 1 ? "a" : "b")
+            let consultation = "cons-\(n % 4)"
+            let text = Self.body(n, site: site)
+            let reply = try await HTTP.request("POST", "\(base)/consultations/\(consultation)/events", body: Data(text.utf8))
+            #expect(reply.status == 202, "\(String(decoding: reply.body, as: UTF8.self))")
+            expected["\(consultation)|\(site ?? "")", default: []].append(text)
+        }
+        for (key, bodies) in expected {
+            let parts = key.split(separator: "|", omittingEmptySubsequences: false)
+            let query = parts[1].isEmpty ? "" : "?site_id=\(parts[1])"
+            let getURL = "\(base)/consultations/\(parts[0])/events\(query)"
+            try await E2E.eventually("\(key) persisted", timeout: .seconds(60)) {
+                let reply = try await HTTP.request("GET", getURL)
+                return (reply.json?["events"] as? [Any])?.count == bodies.count
+            }
+            let reply = try await HTTP.request("GET", getURL)
+            let text = String(decoding: reply.body, as: UTF8.self)
+            #expect(text.hasSuffix(#""events":["# + bodies.joined(separator: ",") + "]}"), "payloads byte for byte, in order")
+        }
+        server.terminate()
+        worker.terminate()
+        #expect(await server.waitForExit(timeout: .seconds(10)) == 0, "\(server.log.suffix(1500))")
+        #expect(await worker.waitForExit(timeout: .seconds(10)) == 0, "\(worker.log.suffix(1500))")
+    }
+
+    @Test(
+        "Redis stopped while clients post: 503 with Retry-After, never 202; restarted: 202 again without restarting fi-server",
+        .enabled(if: E2E.enabled || FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server"))
+    )
+    func redisOutage() async throws {
+        let redis = try OwnRedis()
+        let storage = try E2E.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let port = try E2E.freePort()
+        let base = "http://127.0.0.1:\(port)"
+        let server = try Child("server", try E2E.binary("fi-server"), ["--port", "\(port)", "--redis-url", redis.url, "--storage", storage], logDirectory: storage)
+        try await HTTP.waitHealthy(base, process: server)
+        let post = { (n: Int) in try await HTTP.request("POST", "\(base)/consultations/outage/events", body: Data(Self.body(n, site: "o").utf8)) }
+
+        var accepted: [String] = []
+        for n in 0..<20 {
+            let reply = try await post(n)
+            #expect(reply.status == 202)
+            if let id = reply.json?["message_id"] as? String { accepted.append(id) }
+        }
+        redis.kill9()
+        var unavailable = 0
+        for n in 20..<60 {
+            let reply = try await post(n)
+            #expect(reply.status == 503, "no 202 while Redis is down")
+            if reply.status == 503 {
+                unavailable += 1
+                #expect(reply.headers["retry-after"] != nil)
+            }
+        }
+        #expect(unavailable == 40)
+        #expect(try await HTTP.request("GET", base + "/health").status == 503)
+
+        try redis.start()
+        try await E2E.eventually("202s come back", timeout: .seconds(30)) { try await post(99).status == 202 }
+        #expect(try await HTTP.request("GET", base + "/health").status == 200)
+
+        // With appendfsync always, every event answered 202 before the crash survived it.
+        let queue = try await RedisEventQueue.connect(url: redis.url, logger: E2E.logger)
+        try await queue.createGroup("check", on: "fi:events:site_o")
+        let entries = try await queue.readGroup("check", consumer: "c", from: "fi:events:site_o", count: 1000)
+        #expect(Set(accepted).isSubset(of: Set(entries.map(\.id.description))))
+        await queue.close()
+        server.terminate()
+        #expect(await server.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
+    @Test("embedded mode: no Redis; SIGTERM drains every accepted event into the corpus and exits 0")
+    func embedded() async throws {
+        let storage = try E2E.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let port = try E2E.freePort()
+        let base = "http://127.0.0.1:\(port)"
+        let server = try Child("embedded", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage], logDirectory: storage)
+        try await HTTP.waitHealthy(base, process: server)
+
+        var accepted: [String: [String]] = [:]
+        for n in 0..<300 {
+            let site: String? = n % 2 == 0 ? "emb" : nil
+            let reply = try await HTTP.request("POST", "\(base)/consultations/e\(n % 7)/events", body: Data(Self.body(n, site: site).utf8))
+            #expect(reply.status == 202)
+            if let partition = reply.json?["partition"] as? String, let id = reply.json?["message_id"] as? String {
+                accepted[partition, default: []].append(id)
+            }
+        }
+        server.terminate()
+        #expect(await server.waitForExit(timeout: .seconds(15)) == 0, "\(server.log.suffix(2000))")
+        for (partition, ids) in accepted {
+            let rows = try await E2E.rows(try PartitionKey(validating: partition), storage: storage)
+            #expect(rows.map(\.streamID) == ids, "\(partition): every event answered 202 is stored once, in order")
+        }
+        #expect(accepted.values.reduce(0) { $0 + $1.count } == 300)
+    }
+
+    @Test("fi-server --help describes every contract flag; bad flags and an unreachable Redis exit non-zero with a reason")
+    func serverFlags() async throws {
+        let dir = try E2E.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let binary = try E2E.binary("fi-server")
+        let help = try Child("help", binary, ["--help"], logDirectory: dir)
+        #expect(await help.waitForExit(timeout: .seconds(10)) == 0)
+        for flag in ["--host", "--port", "--redis-url", "--redis-cluster", "--partitions", "--storage", "--max-body-bytes", "--max-backlog", "--api-tokens-file"] {
+            #expect(help.log.contains(flag), "--help mentions \(flag)")
+        }
+        let bad = try Child("bad", binary, ["--partitions", "0"], logDirectory: dir)
+        let badStatus = await bad.waitForExit(timeout: .seconds(10))
+        #expect(badStatus != nil && badStatus != 0)
+        let port = try E2E.freePort()
+        let unreachable = try Child("unreachable", binary, ["--redis-url", "redis://127.0.0.1:\(port)", "--port", "\(try E2E.freePort())"], logDirectory: dir)
+        let status = await unreachable.waitForExit(timeout: .seconds(15))
+        #expect(status != nil && status != 0)
+        #expect(unreachable.log.contains("fi-server: error: cannot reach"))
+    }
+}

@@ -1,0 +1,253 @@
+import FIPartitioning
+import FIQueue
+import FIStorage
+import Foundation
+import Logging
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+enum E2E {
+    static var redisURL: String? {
+        guard let v = ProcessInfo.processInfo.environment["FI_TEST_REDIS_URL"], !v.isEmpty else { return nil }
+        return v
+    }
+    static var servicesRequired: Bool { ProcessInfo.processInfo.environment["FI_REQUIRE_SERVICES"] == "1" }
+    static var enabled: Bool { redisURL != nil || servicesRequired }
+
+    static var logger: Logger {
+        var logger = Logger(label: "fi.e2e")
+        logger.logLevel = .error
+        return logger
+    }
+
+    /// Redis databases 10…15, one per test, so tests never see each other's streams or leases.
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var nextDB = 9
+    static func databaseURL() throws -> String {
+        guard let url = redisURL else { throw EventQueueError(.unavailable, "FI_TEST_REDIS_URL is not set") }
+        lock.lock()
+        defer { lock.unlock() }
+        nextDB = nextDB >= 15 ? 10 : nextDB + 1
+        // Empty it: left-overs of earlier runs would be discovered by `--all`.
+        let flush = Process()
+        flush.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        flush.arguments = ["-u", url, "-n", String(nextDB), "FLUSHDB"]
+        flush.standardOutput = FileHandle.nullDevice
+        try flush.run()
+        flush.waitUntilExit()
+        return url + "/\(nextDB)"
+    }
+
+    /// Where `swift build` put the executables (beside the test bundle).
+    static var productsDirectory: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().path
+    }
+
+    static func binary(_ name: String) throws -> String {
+        let path = productsDirectory + "/" + name
+        try #require(FileManager.default.isExecutableFile(atPath: path), "\(name) is not built at \(path) (swift build --build-tests)")
+        return path
+    }
+
+    static func temporaryDirectory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fi-e2e-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        try #require(bound)
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Whether something accepts TCP connections on 127.0.0.1:`port`.
+    static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    /// Waits (bounded) until `condition` holds; records an issue and throws on timeout.
+    static func eventually(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if (try? await condition()) == true { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("timed out after \(timeout) waiting for: \(what)")
+        throw CancellationError()
+    }
+
+    /// All rows of a partition's corpus, empty if it has none.
+    static func rows(_ key: PartitionKey, storage: String) async throws -> [CorpusRecord] {
+        let path = key.corpusPath(storageRoot: storage)
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        let reader = try await CorpusReader.open(path: path, logger: logger)
+        let rows = try await reader.records(in: 0..<reader.rowCount)
+        try await reader.close()
+        return rows
+    }
+}
+
+/// A child process with its output in a log file; killed if still running when dropped.
+final class Child: @unchecked Sendable {
+    let process = Process()
+    let logPath: String
+    let name: String
+
+    init(_ name: String, _ executable: String, _ arguments: [String], environment: [String: String] = [:], logDirectory: String) throws {
+        self.name = name
+        logPath = logDirectory + "/\(name)-\(UUID().uuidString.prefix(4)).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["REDIS_URL"] = nil
+        env["FI_API_TOKENS_FILE"] = nil
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+
+    func kill9() {
+        if process.isRunning { kill(pid, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    func terminate() { if process.isRunning { kill(pid, SIGTERM) } }
+
+    /// Waits for exit; `nil` if it did not exit in time.
+    func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// A redis-server of the test's own, on 127.0.0.1, that the test may stop and restart.
+final class OwnRedis: @unchecked Sendable {
+    let port: Int
+    let directory: String
+    private var child: Child?
+
+    init(appendfsync: String = "always") throws {
+        port = try E2E.freePort()
+        directory = try E2E.temporaryDirectory()
+        self.appendfsync = appendfsync
+        try start()
+    }
+
+    private let appendfsync: String
+    var url: String { "redis://127.0.0.1:\(port)" }
+
+    func start() throws {
+        child = try Child(
+            "redis",
+            "/usr/bin/redis-server",
+            [
+                "--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory, "--save", "", "--appendonly", "yes",
+                "--appendfsync", appendfsync, "--maxmemory-policy", "noeviction",
+            ],
+            logDirectory: directory
+        )
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if E2E.canConnect(port: port) { return }
+            usleep(50_000)
+        }
+        throw EventQueueError(.unavailable, "own redis-server did not start")
+    }
+
+    func kill9() { child?.kill9() }
+
+    deinit {
+        child?.kill9()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// A tiny HTTP client over URLSession for the end-to-end tests.
+enum HTTP {
+    struct Reply {
+        let status: Int
+        let body: Data
+        let headers: [String: String]
+        var json: [String: Any]? { try? JSONSerialization.jsonObject(with: body) as? [String: Any] }
+    }
+
+    static let session: URLSession = {
+        let configuration = URLSessionConfiguration.ephemeral
+        configuration.timeoutIntervalForRequest = 10
+        configuration.httpMaximumConnectionsPerHost = 64
+        return URLSession(configuration: configuration)
+    }()
+
+    static func request(_ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:]) async throws -> Reply {
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = method
+        request.httpBody = body
+        for (key, value) in headers { request.setValue(value, forHTTPHeaderField: key) }
+        if body != nil { request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        let (data, response) = try await session.data(for: request)
+        let http = response as! HTTPURLResponse
+        var out: [String: String] = [:]
+        for (key, value) in http.allHeaderFields { out["\(key)".lowercased()] = "\(value)" }
+        return Reply(status: http.statusCode, body: data, headers: out)
+    }
+
+    /// Waits until `GET /health` answers 200.
+    static func waitHealthy(_ base: String, process: Child, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let reply = try? await request("GET", base + "/health"), reply.status == 200 { return }
+            if !process.isRunning {
+                Issue.record("\(process.name) exited early:\n\(process.log)")
+                throw CancellationError()
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("\(process.name) never became healthy:\n\(process.log)")
+        throw CancellationError()
+    }
+}
