@@ -111,6 +111,9 @@ final class RedisConnection: @unchecked Sendable {
     private var currentTimeout: Duration = .zero
     private var backoff: Duration = .zero
     private var nextAttempt: ContinuousClock.Instant?
+    /// Set once a connection has succeeded: only then is a failure a lost
+    /// connection worth logging (a first failure is reported by throwing).
+    private var everConnected = false
     private var lastConnectError = ""
     private var writeBuffer: [UInt8] = []
 
@@ -266,11 +269,12 @@ final class RedisConnection: @unchecked Sendable {
             context = ctx
             backoff = .zero
             nextAttempt = nil
+            everConnected = true
             return ctx
         }
         backoff = backoff == .zero ? settings.minBackoff : min(backoff * 2, settings.maxBackoff)
         nextAttempt = clock.now + backoff
-        logger.info("redis connect failed", metadata: [
+        logger.log(level: everConnected ? .info : .debug, "redis connect failed", metadata: [
             "fi.redis": "\(endpoint.address)", "fi.reason": "\(lastConnectError)", "fi.retry_in": "\(backoff)",
         ])
         return nil

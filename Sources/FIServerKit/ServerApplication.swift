@@ -107,6 +107,7 @@ public enum ServerApplication {
             var worker = settings.embeddedWorker
             worker.storageRoot = settings.storageRoot
             worker.discoverAll = true
+            worker.rescanInterval = min(worker.rescanInterval, .milliseconds(250))
             var options = EventWorker.Options()
             options.drainOnShutdown = true
             // Services stop in reverse order: the HTTP server first, then the

@@ -42,6 +42,7 @@ public final class EventWorker: Service, Sendable {
     public let instanceID: String
     private let stopping = Atomic<Bool>(false)
     private let state = Mutex<[PartitionKey: Held]>([:])
+    private let drainedAfterStop = Mutex<Set<PartitionKey>>([])
 
     private struct Held {
         let runner: PartitionRunner
@@ -84,14 +85,17 @@ public final class EventWorker: Service, Sendable {
                 // After a stop request the loop goes on renewing leases (and
                 // taking none) until every runner has finished its batch, or
                 // drained its stream, and returned.
+                // In drain mode (embedded) it also keeps taking partitions, so
+                // a stream that appeared just before the stop is drained too.
                 while !Task.isCancelled {
                     let stopping = self.stopping.load(ordering: .relaxed)
-                    if stopping && state.withLock({ $0.values.allSatisfy(\.finished) }) { break }
+                    var started = 0
                     do {
-                        try await rebalance(group: &group, acquire: !stopping)
+                        started = try await rebalance(group: &group, acquire: !stopping || options.drainOnShutdown)
                     } catch {
                         logger.warning("lease round failed; retrying", metadata: ["fi.error": "\(error)"])
                     }
+                    if stopping && started == 0 && state.withLock({ $0.values.allSatisfy(\.finished) }) { break }
                     do {
                         try await Task.sleep(for: stopping ? min(tick, .milliseconds(50)) : tick)
                     } catch {
@@ -108,7 +112,9 @@ public final class EventWorker: Service, Sendable {
 
     /// One round: renew what is held, drop what finished or was lost, take or
     /// give back partitions towards an even share.
-    private func rebalance(group: inout ThrowingDiscardingTaskGroup<any Error>, acquire: Bool) async throws {
+    /// - Returns: how many partitions were taken in this round.
+    @discardableResult
+    private func rebalance(group: inout ThrowingDiscardingTaskGroup<any Error>, acquire: Bool) async throws -> Int {
         _ = try await queue.acquireLease(memberKey, owner: instanceID, ttl: configuration.leaseTTL)
 
         // Renew held leases; a runner whose lease could not be renewed stops.
@@ -129,17 +135,21 @@ public final class EventWorker: Service, Sendable {
             }
         }
 
-        guard acquire else { return }
+        guard acquire else { return 0 }
         let candidates = try await partitions()
         let owners = try await queue.leaseOwners(withPrefix: PartitionKey.leasePrefix)
         let members = Set(try await queue.leaseOwners(withPrefix: "fi:member:").values)
         let memberCount = max(1, members.count)
         let share = (candidates.count + memberCount - 1) / memberCount
         var mine = state.withLock { $0.filter { !$0.value.finished }.count }
+        var started = 0
+        let stoppingNow = stopping.load(ordering: .relaxed)
 
         // Take unowned partitions up to the fair share.
-        for key in candidates where mine < share && owners[key.leaseKey] == nil {
-            if stopping.load(ordering: .relaxed) { return }
+        for key in candidates where (mine < share || stoppingNow) && owners[key.leaseKey] == nil {
+            if stopping.load(ordering: .relaxed) && !options.drainOnShutdown { return started }
+            // While draining for shutdown, a partition is drained once.
+            if stoppingNow && drainedAfterStop.withLock({ $0.contains(key) }) { continue }
             guard state.withLock({ $0[key] == nil }) else { continue }
             let lease = LeaseClock(ttl: configuration.leaseTTL)
             let grantSent = ContinuousClock.now
@@ -147,7 +157,9 @@ public final class EventWorker: Service, Sendable {
             lease.granted(sentAt: grantSent)
             start(key, lease: lease, group: &group)
             mine += 1
+            started += 1
         }
+        if stoppingNow { return started }
 
         // Give one back when clearly above the least-loaded member.
         var load = Dictionary(uniqueKeysWithValues: members.map { ($0, 0) })
@@ -157,6 +169,7 @@ public final class EventWorker: Service, Sendable {
             logger.info("handing a partition to a less-loaded worker", metadata: ["fi.partition": "\(key)", "fi.held": "\(mine)", "fi.least": "\(least)"])
             state.withLock { $0[key]?.runner.stop() }
         }
+        return started
     }
 
     private func partitions() async throws -> [PartitionKey] {
@@ -180,6 +193,7 @@ public final class EventWorker: Service, Sendable {
         group.addTask {
             await runner.run()
             self.state.withLock { $0[key]?.finished = true }
+            if self.stopping.load(ordering: .relaxed) { self.drainedAfterStop.withLock { _ = $0.insert(key) } }
         }
     }
 
