@@ -56,6 +56,44 @@ public struct CapacityPlan: Sendable, Hashable, Codable {
 
         /// The reference plan's inputs, with a 10,000 sessions/day target.
         public init() {}
+
+        private enum CodingKeys: String, CodingKey {
+            case workers, requestsPerSecondPerWorker, requestsPerSession, eventsPerSession, headroomFactor
+            case targetSessionsPerDay, peakToAverageRatio, meanServiceTimeSeconds, percentile, responseTimeTargetSeconds
+            case meanEventBytes, partitions, overheadFactor, diskCapacityBytes, usedBytes, networkTraversals
+            case ingestSeconds, persistSeconds, endToEndTargetSeconds
+        }
+
+        /// Decodes inputs; any absent field keeps its default, so `{"target_sessions_per_day": 300}` is a whole request.
+        /// - Throws: A `DecodingError` for a field of the wrong type.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            func take<T: Decodable>(_ key: CodingKeys, _ value: inout T) throws {
+                if let v = try c.decodeIfPresent(T.self, forKey: key) { value = v }
+            }
+            func takeOptional<T: Decodable>(_ key: CodingKeys, _ value: inout T?) throws {
+                if let v = try c.decodeIfPresent(T.self, forKey: key) { value = v }
+            }
+            try take(.workers, &workers)
+            try take(.requestsPerSecondPerWorker, &requestsPerSecondPerWorker)
+            try take(.requestsPerSession, &requestsPerSession)
+            try takeOptional(.eventsPerSession, &eventsPerSession)
+            try take(.headroomFactor, &headroomFactor)
+            try take(.targetSessionsPerDay, &targetSessionsPerDay)
+            try take(.peakToAverageRatio, &peakToAverageRatio)
+            try takeOptional(.meanServiceTimeSeconds, &meanServiceTimeSeconds)
+            try take(.percentile, &percentile)
+            try take(.responseTimeTargetSeconds, &responseTimeTargetSeconds)
+            try take(.meanEventBytes, &meanEventBytes)
+            try take(.partitions, &partitions)
+            try take(.overheadFactor, &overheadFactor)
+            try take(.diskCapacityBytes, &diskCapacityBytes)
+            try take(.usedBytes, &usedBytes)
+            try take(.networkTraversals, &networkTraversals)
+            try takeOptional(.ingestSeconds, &ingestSeconds)
+            try takeOptional(.persistSeconds, &persistSeconds)
+            try take(.endToEndTargetSeconds, &endToEndTargetSeconds)
+        }
     }
 
     /// The largest load meeting the response-time target.

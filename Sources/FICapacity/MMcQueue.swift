@@ -132,7 +132,7 @@ public struct MMcQueue: Sendable, Hashable {
         return hi
     }
 
-    /// Erlang C, `C(c, a)`: the probability that an arrival waits in an M/M/c queue.
+    /// Erlang C, `C(c, a)`, unchecked (callers validate): the probability that an arrival waits.
     ///
     /// Computed from the Erlang B recursion, which neither overflows nor loses precision for
     /// thousands of servers: `B₀ = 1`, `Bₖ = a·Bₖ₋₁ / (k + a·Bₖ₋₁)`, `C = B_c / (1 − (a/c)(1 − B_c))`.
@@ -140,7 +140,7 @@ public struct MMcQueue: Sendable, Hashable {
     ///   - servers: c, > 0.
     ///   - offeredLoad: a = λ/μ in Erlangs, `0 ≤ a < c`.
     /// - Returns: A probability in `[0, 1)`.
-    public static func erlangC(servers: Int, offeredLoad: Double) -> Double {
+    static func erlangC(servers: Int, offeredLoad: Double) -> Double {
         precondition(servers > 0 && offeredLoad >= 0 && offeredLoad < Double(servers), "erlangC needs 0 ≤ a < c")
         var b = 1.0
         for k in 1...servers {
@@ -150,7 +150,14 @@ public struct MMcQueue: Sendable, Hashable {
         return b / (1 - rho * (1 - b))
     }
 
-    /// Erlang C with validated inputs (see ``erlangC(servers:offeredLoad:)``).
+    /// Erlang C, `C(c, a)`: the probability that an arrival waits in an M/M/c queue.
+    ///
+    /// Computed from the Erlang B recursion, stable for thousands of servers:
+    /// `B₀ = 1`, `Bₖ = a·Bₖ₋₁ / (k + a·Bₖ₋₁)`, `C = B_c / (1 − (a/c)(1 − B_c))`.
+    /// - Parameters:
+    ///   - servers: c, > 0.
+    ///   - offeredLoadErlangs: a = λ/μ, `0 ≤ a < c`.
+    /// - Returns: A probability in `[0, 1)`.
     /// - Throws: ``CapacityError`` if `servers ≤ 0`, `offeredLoadErlangs` is negative or not finite,
     ///   or `offeredLoadErlangs ≥ servers` (``CapacityError/Code/unstable``).
     public static func probabilityOfWaiting(servers: Int, offeredLoadErlangs: Double) throws(CapacityError) -> Double {

@@ -95,7 +95,7 @@ public struct PartitionPlan: Sendable, Hashable, Codable {
                 throw CapacityError(
                     code: .infeasible,
                     input: "site_id",
-                    message: "site \(id) alone needs utilisation \(util) of one worker, above the target \(targetUtilisation); one partition is consumed by one worker"
+                    message: "partition \(PartitionKey.site(id)) alone needs utilisation \(util) of one worker, above the target \(targetUtilisation); a partition is consumed by one worker at a time"
                 )
             }
             loads.append((PartitionKey.site(id).rawValue, site.eventsPerSecond, util))

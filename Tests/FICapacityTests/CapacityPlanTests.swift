@@ -74,3 +74,19 @@ struct CapacityPlanTests {
         #expect(back.inputs == plan.inputs)
     }
 }
+
+@Suite("Capacity plan inputs")
+struct CapacityPlanInputsTests {
+    @Test("JSON inputs may give only some fields; the rest keep their defaults")
+    func partialInputs() throws {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let i = try decoder.decode(CapacityPlan.Inputs.self, from: Data(#"{"target_sessions_per_day": 300, "ingest_seconds": 0.002}"#.utf8))
+        #expect(i.targetSessionsPerDay == 300)
+        #expect(i.ingestSeconds == 0.002)
+        #expect(i.workers == 12)
+        #expect(i.headroomFactor == 1.5)
+        #expect(i.persistSeconds == nil)
+        #expect(try decoder.decode(CapacityPlan.Inputs.self, from: Data("{}".utf8)) == CapacityPlan.Inputs())
+    }
+}

@@ -49,7 +49,8 @@ let invalidCases: [InvalidCase] = [
     InvalidCase("sessions/day = 0", .notPositive, "sessions_per_day") { _ = try SessionThroughput.workersNeeded(sessionsPerDay: 0, requestsPerSecondPerWorker: 1, requestsPerSession: 1) },
     InvalidCase("sessions/day -∞", .notFinite, "sessions_per_day") { _ = try SessionThroughput.workersNeeded(sessionsPerDay: -inf, requestsPerSecondPerWorker: 1, requestsPerSession: 1) },
     InvalidCase("sessions/day too large", .outOfRange, "sessions_per_day") { _ = try SessionThroughput.workersNeeded(sessionsPerDay: 1e300, requestsPerSecondPerWorker: 1, requestsPerSession: 1, headroomFactor: 1) },
-    InvalidCase("inverse headroom < 1", .outOfRange, "headroom_factor") { _ = try SessionThroughput.workersNeeded(sessionsPerDay: 1, requestsPerSecondPerWorker: 1, requestsPerSession: 1, headroomFactor: 0) },
+    InvalidCase("inverse headroom = 0", .notPositive, "headroom_factor") { _ = try SessionThroughput.workersNeeded(sessionsPerDay: 1, requestsPerSecondPerWorker: 1, requestsPerSession: 1, headroomFactor: 0) },
+    InvalidCase("inverse headroom < 1", .outOfRange, "headroom_factor") { _ = try SessionThroughput.workersNeeded(sessionsPerDay: 1, requestsPerSecondPerWorker: 1, requestsPerSession: 1, headroomFactor: 0.5) },
 
     // Little's law
     InvalidCase("Little λ < 0", .negative, "arrival_rate_per_second") { _ = try LittlesLaw.meanItemsInSystem(arrivalRatePerSecond: -1, meanTimeInSystemSeconds: 1) },
