@@ -116,6 +116,7 @@ final class RedisConnection: @unchecked Sendable {
     private var everConnected = false
     private var lastConnectError = ""
     private var writeBuffer: [UInt8] = []
+    private var lastUsed = ContinuousClock.now
 
     init(endpoint: RedisEndpoint, settings: ConnectionSettings, logger: Logger) {
         CHiredis_ignoreSIGPIPE()
@@ -262,7 +263,15 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     private func connectIfNeeded() -> UnsafeMutablePointer<redisContext>? {
-        if let context { return context }
+        if let ctx = context {
+            // A server that closed an idle connection (restart, `timeout`) would otherwise fail the
+            // next append with an unknown result; a peek finds the EOF before anything is sent.
+            let now = ContinuousClock.now
+            defer { lastUsed = now }
+            if now - lastUsed < .seconds(1) || peerStillOpen(ctx.pointee.fd) { return ctx }
+            logger.info("redis connection closed by the server while idle", metadata: ["fi.redis": "\(endpoint.address)"])
+            disconnect()
+        }
         let clock = ContinuousClock()
         if let nextAttempt, clock.now < nextAttempt { return nil }
         if let ctx = connect() {
@@ -335,6 +344,16 @@ final class RedisConnection: @unchecked Sendable {
     private func disconnect() {
         if let context { redisFree(context) }
         context = nil
+    }
+
+    /// False if the peer has closed the socket (a non-blocking peek sees EOF or an error).
+    private func peerStillOpen(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        if n > 0 { return true }
+        if n == 0 { return false }
+        let e = CHiredis_errno()
+        return e == EAGAIN || e == EWOULDBLOCK || e == EINTR
     }
 
     /// Writes `bytes` to the socket; returns how many were written (all, unless the connection broke

@@ -130,6 +130,13 @@ struct RedisBackendTests {
         let first = try await q.append(to: stream, fields: fields(0))
         #expect(try await q.readGroup("g", consumer: "c", from: stream, count: 10, block: .milliseconds(100)).map(\.id) == [first])
 
+        // The server drops idle connections (as with `timeout`): the next append must not be lost
+        // in an unknown result — the dead connection is noticed before anything is sent.
+        _ = try? server.cli("CLIENT", "KILL", "TYPE", "normal")
+        try await Task.sleep(for: .milliseconds(1200))
+        let afterKill = try await q.append(to: stream, fields: fields(0))
+        #expect(afterKill > first)
+
         // Appends go on while the server stops.
         let log = AppendLog()
         async let appending: Void = log.run(q, stream: stream, tasks: 4, limit: 2000, pause: .milliseconds(2))
@@ -156,7 +163,7 @@ struct RedisBackendTests {
         #expect(recovered)
         let after = try await q.append(to: stream, fields: fields(2))
         let all = Set(try await readAll(q, stream))
-        #expect(all.contains(first) && all.contains(after))
+        #expect(all.contains(first) && all.contains(afterKill) && all.contains(after))
         // Every append answered with an id is stored.
         let missing = log.ids.filter { !all.contains($0) }
         #expect(missing.isEmpty, "answered but not stored: \(missing.prefix(5))")
