@@ -55,8 +55,10 @@ enum Format {
     /// Seconds shown as milliseconds with 2 decimals.
     static func ms(_ seconds: Double) -> String { number(seconds * 1000, decimals: 2) }
 
-    /// A fraction shown as a percentage with 1 decimal.
-    static func percent(_ fraction: Double) -> String { number(fraction * 100, decimals: 1) }
+    /// A fraction shown as a percentage: 1 decimal, 2 below 1 %.
+    static func percent(_ fraction: Double) -> String {
+        number(fraction * 100, decimals: abs(fraction) < 0.01 ? 2 : 1)
+    }
 
     static func json<T: Encodable>(_ value: T) throws -> Data {
         let encoder = JSONEncoder()
