@@ -95,7 +95,12 @@ public final class EventWorker: Service, Sendable {
                     } catch {
                         logger.warning("lease round failed; retrying", metadata: ["fi.error": "\(error)"])
                     }
-                    if stopping && started == 0 && state.withLock({ $0.values.allSatisfy(\.finished) }) { break }
+                    if stopping && started == 0 && state.withLock({ $0.values.allSatisfy(\.finished) }) {
+                        // Drain mode: a runner may have stopped early (say, its
+                        // lease lapsed); drain whatever is still queued again.
+                        guard options.drainOnShutdown, let left = try? await nonEmptyStreams(), !left.isEmpty else { break }
+                        drainedAfterStop.withLock { $0.subtract(left) }
+                    }
                     do {
                         try await Task.sleep(for: stopping ? min(tick, .milliseconds(50)) : tick)
                     } catch {
@@ -170,6 +175,14 @@ public final class EventWorker: Service, Sendable {
             state.withLock { $0[key]?.runner.stop() }
         }
         return started
+    }
+
+    private func nonEmptyStreams() async throws -> [PartitionKey] {
+        var left: [PartitionKey] = []
+        for key in try await partitions() where try await queue.length(of: key.streamName) > 0 {
+            left.append(key)
+        }
+        return left
     }
 
     private func partitions() async throws -> [PartitionKey] {

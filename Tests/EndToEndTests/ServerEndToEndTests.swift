@@ -17,7 +17,7 @@ struct ServerEndToEndTests {
         .enabled(if: E2E.enabled, "needs FI_TEST_REDIS_URL")
     )
     func postWorkerGet() async throws {
-        let url = try E2E.databaseURL()
+        let url = try await E2E.databaseURL()
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
         let port = try E2E.freePort()
@@ -58,7 +58,7 @@ struct ServerEndToEndTests {
         .enabled(if: E2E.enabled || FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server"))
     )
     func redisOutage() async throws {
-        let redis = try OwnRedis()
+        let redis = try await OwnRedis()
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
         let port = try E2E.freePort()
@@ -73,7 +73,7 @@ struct ServerEndToEndTests {
             #expect(reply.status == 202)
             if let id = reply.json?["message_id"] as? String { accepted.append(id) }
         }
-        redis.kill9()
+        await redis.kill9()
         var unavailable = 0
         for n in 20..<60 {
             let reply = try await post(n)
@@ -86,7 +86,7 @@ struct ServerEndToEndTests {
         #expect(unavailable == 40)
         #expect(try await HTTP.request("GET", base + "/health").status == 503)
 
-        try redis.start()
+        try await redis.start()
         try await E2E.eventually("202s come back", timeout: .seconds(30)) { try await post(99).status == 202 }
         #expect(try await HTTP.request("GET", base + "/health").status == 200)
 

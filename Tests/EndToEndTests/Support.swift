@@ -26,19 +26,19 @@ enum E2E {
     /// Redis databases 10…15, one per test, so tests never see each other's streams or leases.
     private static let lock = NSLock()
     nonisolated(unsafe) private static var nextDB = 9
-    static func databaseURL() throws -> String {
+    static func databaseURL() async throws -> String {
         guard let url = redisURL else { throw EventQueueError(.unavailable, "FI_TEST_REDIS_URL is not set") }
-        lock.lock()
-        defer { lock.unlock() }
-        nextDB = nextDB >= 15 ? 10 : nextDB + 1
+        let db: Int = {
+            lock.lock()
+            defer { lock.unlock() }
+            nextDB = nextDB >= 15 ? 10 : nextDB + 1
+            return nextDB
+        }()
         // Empty it: left-overs of earlier runs would be discovered by `--all`.
-        let flush = Process()
-        flush.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-        flush.arguments = ["-u", url, "-n", String(nextDB), "FLUSHDB"]
-        flush.standardOutput = FileHandle.nullDevice
-        try flush.run()
-        flush.waitUntilExit()
-        return url + "/\(nextDB)"
+        let flush = try Child("flushdb", "/usr/bin/redis-cli", ["-u", url, "-n", String(db), "FLUSHDB"], logDirectory: NSTemporaryDirectory())
+        _ = await flush.waitForExit(timeout: .seconds(10))
+        try? FileManager.default.removeItem(atPath: flush.logPath)
+        return url + "/\(db)"
     }
 
     /// Where `swift build` put the executables (beside the test bundle).
@@ -139,9 +139,10 @@ final class Child: @unchecked Sendable {
     var pid: Int32 { process.processIdentifier }
     var isRunning: Bool { process.isRunning }
 
-    func kill9() {
+    /// SIGKILL, then waits (without blocking a thread) until it is gone.
+    func kill9() async {
         if process.isRunning { kill(pid, SIGKILL) }
-        process.waitUntilExit()
+        _ = await waitForExit(timeout: .seconds(10))
     }
 
     func terminate() { if process.isRunning { kill(pid, SIGTERM) } }
@@ -158,10 +159,7 @@ final class Child: @unchecked Sendable {
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     deinit {
-        if process.isRunning {
-            kill(pid, SIGKILL)
-            process.waitUntilExit()
-        }
+        if process.isRunning { kill(pid, SIGKILL) }
     }
 }
 
@@ -171,17 +169,17 @@ final class OwnRedis: @unchecked Sendable {
     let directory: String
     private var child: Child?
 
-    init(appendfsync: String = "always") throws {
+    init(appendfsync: String = "always") async throws {
         port = try E2E.freePort()
         directory = try E2E.temporaryDirectory()
         self.appendfsync = appendfsync
-        try start()
+        try await start()
     }
 
     private let appendfsync: String
     var url: String { "redis://127.0.0.1:\(port)" }
 
-    func start() throws {
+    func start() async throws {
         child = try Child(
             "redis",
             "/usr/bin/redis-server",
@@ -194,15 +192,15 @@ final class OwnRedis: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             if E2E.canConnect(port: port) { return }
-            usleep(50_000)
+            try await Task.sleep(for: .milliseconds(50))
         }
         throw EventQueueError(.unavailable, "own redis-server did not start")
     }
 
-    func kill9() { child?.kill9() }
+    func kill9() async { await child?.kill9() }
 
     deinit {
-        child?.kill9()
+        if let child, child.isRunning { kill(child.pid, SIGKILL) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 }

@@ -42,7 +42,7 @@ struct WorkerEndToEndTests {
 
     @Test("50,000 entries, 3 partitions, 3 workers with --all, one killed with SIGKILL and restarted 5 times: every entry stored exactly once")
     func exactlyOnceUnderKills() async throws {
-        let url = try E2E.databaseURL()
+        let url = try await E2E.databaseURL()
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
         let binary = try E2E.binary("fi-worker")
@@ -60,7 +60,7 @@ struct WorkerEndToEndTests {
         for round in 0..<5 {
             try await Task.sleep(for: .milliseconds(Int.random(in: 300...900, using: &generator)))
             let victim = Int.random(in: 0..<3, using: &generator)
-            workers[victim].kill9()
+            await workers[victim].kill9()
             workers[victim] = try Child("worker\(victim)-r\(round)", binary, Self.workerArguments(url: url, storage: storage, consumer: "w\(victim)"), logDirectory: storage)
         }
 
@@ -86,7 +86,7 @@ struct WorkerEndToEndTests {
 
     @Test("SIGTERM during a drain: exit 0 within 10 s, and every entry gone from the stream is in the file")
     func gracefulStopDuringDrain() async throws {
-        let url = try E2E.databaseURL()
+        let url = try await E2E.databaseURL()
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
         let queue = try await RedisEventQueue.connect(url: url, logger: E2E.logger)

@@ -28,18 +28,19 @@ enum WorkerTestEnv {
             throw EventQueueError(.unavailable, "FI_TEST_REDIS_URL is not set")
         }
         let db = 1 + nextDB.next() % 9
-        try flushDatabase(url: url, db: db)
+        try await flushDatabase(url: url, db: db)
         return try await RedisEventQueue.connect(url: url + "/\(db)", logger: logger)
     }
 
     /// Empties a test database (left-overs of earlier runs would be discovered by `--all`).
-    static func flushDatabase(url: String, db: Int) throws {
+    static func flushDatabase(url: String, db: Int) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
         process.arguments = ["-u", url, "-n", String(db), "FLUSHDB"]
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        process.waitUntilExit()
+        // Poll rather than waitUntilExit(): never block a cooperative thread.
+        for _ in 0..<500 where process.isRunning { try await Task.sleep(for: .milliseconds(10)) }
     }
 
     final class Counter: @unchecked Sendable {
@@ -85,7 +86,7 @@ func fastConfiguration(storage: String, partitions: [PartitionKey] = [], all: Bo
     configuration.discoverAll = all
     configuration.consumer = "test-\(UUID().uuidString.prefix(6))"
     configuration.rescanInterval = .milliseconds(100)
-    configuration.leaseTTL = .milliseconds(900)
+    configuration.leaseTTL = .seconds(3)
     configuration.readBlock = .milliseconds(50)
     configuration.claimIdle = .milliseconds(300)
     configuration.claimInterval = .milliseconds(300)
