@@ -68,6 +68,7 @@ def write(ds, start, values):
 
 rows = 0
 nbytes = 0
+cpu0 = time.process_time()
 t0 = time.perf_counter()
 for lo in range(0, args.n, args.batch):
     batch = records[lo:lo + args.batch]
@@ -88,6 +89,7 @@ for lo in range(0, args.n, args.batch):
     rows += k
     nbytes += len(blob)
 dt = time.perf_counter() - t0
+cpu = time.process_time() - cpu0
 f.close()
 size = os.path.getsize(args.out)
 print(f"RESULT bench=storage impl=h5py batch={args.batch} fsync={'no' if args.no_fsync else 'yes'} "

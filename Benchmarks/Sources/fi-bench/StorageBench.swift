@@ -38,19 +38,22 @@ enum StorageBench {
         // Durable and flush-only, each beside h5py doing the same work, runs interleaved.
         for fsync in [true, false] {
             for batch in [256, 1024] {
-                var swift: [Double] = [], h5py: [Double] = []
+                var swift: [Double] = [], h5py: [Double] = [], swiftCPU: [Double] = [], h5pyCPU: [Double] = []
                 var size = 0
                 for _ in 0..<reps {
                     let (rate, bytes) = try await measureOnce(Config(batch: batch, fsync: fsync, compression: .none), records: records, dir: dir)
                     swift.append(rate)
+                    swiftCPU.append(lastCPUMicrosPerEvent)
                     size = bytes
-                    h5py.append(try h5pyOnce(batch: batch, fsync: fsync, events: events, payloadBytes: payloadBytes, dir: dir))
+                    let (h5pyRate, cpu) = try h5pyOnce(batch: batch, fsync: fsync, events: events, payloadBytes: payloadBytes, dir: dir)
+                    h5py.append(h5pyRate)
+                    h5pyCPU.append(cpu)
                 }
                 let s = median(swift), h = median(h5py)
                 print("RESULT bench=storage impl=swift batch=\(batch) fsync=\(fsync ? "yes" : "no") compression=none events=\(events) "
-                      + "events_per_s=\(Int(s)) min=\(Int(swift.min()!)) max=\(Int(swift.max()!)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
+                      + "events_per_s=\(Int(s)) min=\(Int(swift.min()!)) max=\(Int(swift.max()!)) cpu_us_per_event=\(String(format: "%.2f", median(swiftCPU))) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
                 print("RESULT bench=storage impl=h5py batch=\(batch) fsync=\(fsync ? "yes" : "no") compression=none events=\(events) "
-                      + "events_per_s=\(Int(h)) min=\(Int(h5py.min()!)) max=\(Int(h5py.max()!))")
+                      + "events_per_s=\(Int(h)) min=\(Int(h5py.min()!)) max=\(Int(h5py.max()!)) cpu_us_per_event=\(String(format: "%.2f", median(h5pyCPU)))")
                 print("RESULT bench=storage compare batch=\(batch) fsync=\(fsync ? "yes" : "no") swift_over_h5py=\(String(format: "%.2f", s / h))")
                 fflush(nil)
             }
@@ -62,8 +65,15 @@ enum StorageBench {
 
     static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
+    /// This process's user + system CPU time, seconds (load-independent cost).
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
+    }
+
     /// python/bench/h5py_corpus_bench.py, same layout, batch and durability; returns events/s.
-    static func h5pyOnce(batch: Int, fsync: Bool, events: Int, payloadBytes: Int, dir: String) throws -> Double {
+    static func h5pyOnce(batch: Int, fsync: Bool, events: Int, payloadBytes: Int, dir: String) throws -> (Double, Double) {
         let python = ProcessInfo.processInfo.environment["FI_PYTHON"] ?? "/usr/bin/python3"
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("python/bench/h5py_corpus_bench.py").path
@@ -82,7 +92,9 @@ enum StorageBench {
               let field = text.split(separator: " ").first(where: { $0.hasPrefix("events_per_s=") }),
               let rate = Double(field.dropFirst("events_per_s=".count).trimmingCharacters(in: .whitespacesAndNewlines))
         else { throw BenchError(message: "h5py benchmark failed: \(text)") }
-        return rate
+        let cpu = text.split(separator: " ").first(where: { $0.hasPrefix("cpu_us_per_event=") })
+            .flatMap { Double($0.dropFirst("cpu_us_per_event=".count).trimmingCharacters(in: .whitespacesAndNewlines)) } ?? .nan
+        return (rate, cpu)
     }
 
     struct BenchError: Error { var message: String }
@@ -130,6 +142,8 @@ enum StorageBench {
         }
     }
 
+    nonisolated(unsafe) static var lastCPUMicrosPerEvent = 0.0
+
     static func measureOnce(_ config: Config, records: [CorpusRecord], dir: String) async throws -> (Double, Int) {
         let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
         let path = "\(dir)/fi-bench-storage-\(getpid()).h5"
@@ -138,6 +152,7 @@ enum StorageBench {
                                            compression: config.compression, fsync: config.fsync)
         let writer = try await CorpusWriter.open(path: path, options: options, logger: logger)
         let start = ContinuousClock.now
+        let cpuStart = cpuSeconds()
         var i = 0
         while i < records.count {
             let end = min(records.count, i + config.batch)
@@ -145,6 +160,7 @@ enum StorageBench {
             i = end
         }
         let elapsed = ContinuousClock.now - start
+        lastCPUMicrosPerEvent = (cpuSeconds() - cpuStart) / Double(records.count) * 1e6
         try await writer.close()
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -163,7 +179,7 @@ enum StorageBench {
         }
         print("RESULT bench=storage impl=swift batch=\(config.batch) fsync=\(config.fsync ? "yes" : "no") compression=\(config.compression) "
               + "row_chunk=\(config.rowChunk) payload_chunk=\(config.payloadChunk) events=\(records.count) "
-              + "events_per_s=\(Int(median(rates))) min=\(Int(rates.min()!)) max=\(Int(rates.max()!)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
+              + "events_per_s=\(Int(median(rates))) min=\(Int(rates.min()!)) max=\(Int(rates.max()!)) cpu_us_per_event=\(String(format: "%.2f", lastCPUMicrosPerEvent)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
         fflush(nil)
     }
 }
