@@ -93,5 +93,5 @@ cpu = time.process_time() - cpu0
 f.close()
 size = os.path.getsize(args.out)
 print(f"RESULT bench=storage impl=h5py batch={args.batch} fsync={'no' if args.no_fsync else 'yes'} "
-      f"compression=none events={rows} seconds={dt:.3f} events_per_s={rows / dt:.0f} "
+      f"compression=none events={rows} seconds={dt:.3f} events_per_s={rows / dt:.0f} cpu_us_per_event={cpu / rows * 1e6:.2f} "
       f"file_mb={size / 1e6:.1f}", flush=True)
