@@ -21,7 +21,14 @@ final class CorpusReaders: Sendable {
     func records(consultationID: String, partition: PartitionKey) async throws -> [CorpusRecord] {
         guard let reader = try await reader(for: partition) else { return [] }
         do {
-            _ = try await reader.refresh()
+            if try await reader.refresh() == 0 {
+                // A reader that opened the file while its writer was still
+                // setting it up may not follow later appends: reopen it next
+                // time instead of caching an empty view.
+                readers.withLock { if $0[partition] === reader { $0[partition] = nil } }
+                try? await reader.close()
+                return []
+            }
             return try await reader.records(consultationID: consultationID)
         } catch {
             // A reader that failed (say, the file was replaced) is reopened next time.
