@@ -10,4 +10,6 @@ trap 'scripts/services.sh stop' EXIT
 eval "$(scripts/services.sh start)"
 export FI_REQUIRE_SERVICES=1   # suites fail, not skip, when a server is missing
 
-swift test "$@"
+# One test at a time: several suites start servers and child processes and
+# assert on timing; run side by side on a 2-core machine they starve each other.
+swift test --no-parallel "$@"
