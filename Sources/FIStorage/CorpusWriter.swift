@@ -37,8 +37,9 @@ public final class CorpusWriter: Sendable {
         public var payloadChunkBytes: Int
         /// Compression of `payload` (new files only).
         public var compression: Compression
-        /// `fsync` the file after every flushed batch. With `false`, an
-        /// acknowledged batch survives a process crash but not a power loss.
+        /// Sync the file (`fdatasync`) after every flushed batch, so a returned
+        /// append survives a power loss. With `false`, an acknowledged batch
+        /// survives a process crash (kill -9) but not a power loss.
         public var fsync: Bool
         /// Reject payloads that are not valid UTF-8 (the contract stores JSON).
         public var validateUTF8: Bool
@@ -237,7 +238,7 @@ final class WriterCore: @unchecked Sendable {
         self.columns = columns
         fd = HDF5Library.withLock { CHDF5_file_descriptor(columns.file.id) }
         guard fd >= 0 else { throw HDF5Library.error("H5Fget_vfd_handle(\(path))") }
-        if cut { try POSIX.fsync(fd: fd, path: path) }
+        if cut { try POSIX.dataSync(fd: fd, path: path) }
     }
 
     /// Finds the last whole row and cuts every dataset back to it. Returns whether anything was cut.
@@ -389,7 +390,7 @@ final class WriterCore: @unchecked Sendable {
                 try endBuffer.withUnsafeBytes { try columns.payloadEnd.write(at: start, count: k, from: $0.baseAddress!) }
                 try HDF5Library.check(H5Fflush(columns.file.id, H5F_SCOPE_GLOBAL), "H5Fflush(\(path))")
             }
-            if options.fsync { try POSIX.fsync(fd: fd, path: path) }
+            if options.fsync { try POSIX.dataSync(fd: fd, path: path) }
         } catch let error as StorageError {
             failure = error
             logger.error("corpus append failed; writer disabled until reopened", metadata: ["fi.corpus.error": "\(error)"])

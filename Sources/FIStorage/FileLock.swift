@@ -47,20 +47,28 @@ final class FileLock: @unchecked Sendable {
 }
 
 enum POSIX {
-    static func fsync(fd: Int32, path: String) throws {
-        if Glibc.fdatasync(fd) != 0 {
-            throw StorageError(code: .io, message: "fsync \(path): \(String(cString: strerror(errno)))")
+    /// `fdatasync`: every written byte and the metadata needed to read it back
+    /// (file size, block map) reach stable storage; only timestamps may lag.
+    /// This is what makes an appended batch durable.
+    static func dataSync(fd: Int32, path: String) throws {
+        while Glibc.fdatasync(fd) != 0 {
+            if errno == EINTR { continue }
+            throw StorageError(code: .io, message: "fdatasync \(path): \(String(cString: strerror(errno)))")
         }
     }
 
-    /// fsync of a path (file or directory) through a fresh descriptor.
+    /// A full `fsync` of a path (file or directory) through a fresh descriptor:
+    /// used after creating, renaming and closing a corpus.
     static func fsync(path: String, directory: Bool = false) throws {
         let fd = Glibc.open(path, (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC)
         guard fd >= 0 else {
             throw StorageError(code: .io, message: "open \(path) for fsync: \(String(cString: strerror(errno)))")
         }
         defer { Glibc.close(fd) }
-        try fsync(fd: fd, path: path)
+        while Glibc.fsync(fd) != 0 {
+            if errno == EINTR { continue }
+            throw StorageError(code: .io, message: "fsync \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     static func createDirectories(_ path: String) throws {
