@@ -39,6 +39,16 @@ struct RecoveryTests {
                     while Date() < waitUntil, ((try? Data(contentsOf: URL(fileURLWithPath: ackPath)))?.count ?? 0) == 0, running.process.isRunning {
                         try await Task.sleep(for: .milliseconds(1))
                     }
+                    if round == 2 {
+                        // A second writer in another process (us) is refused at once while the child writes.
+                        let started = ContinuousClock.now
+                        let error = await #expect(throws: StorageError.self) {
+                            _ = try await CorpusWriter.open(path: path, logger: quietLogger)
+                        }
+                        #expect(error?.code == .locked)
+                        #expect(error?.message.contains("pid \(pid)") == true, "\(String(describing: error))")
+                        #expect(ContinuousClock.now - started < .seconds(1))
+                    }
                     try await Task.sleep(for: .microseconds(Int.random(in: 0...30_000, using: &generator)))
                 }
                 let killed = kill(pid, SIGKILL) == 0
