@@ -1,6 +1,6 @@
 """h5py reference for `fi-bench storage`: appends the corpus layout of CONTRACT §5
 (libver latest, SWMR write, same chunking, fill time never) in batches with the
-same durability as FIStorage — H5Fflush(GLOBAL) per batch, then fsync of the file.
+same durability as FIStorage — H5Fflush(GLOBAL) per batch, then fdatasync of the file.
 
     /usr/bin/python3 python/bench/h5py_corpus_bench.py OUT.h5 [-n 100000] [--batch 256]
         [--payload-bytes 1024] [--no-fsync] [--row-chunk 8192] [--payload-chunk 1048576]
@@ -85,7 +85,7 @@ for lo in range(0, args.n, args.batch):
         write(ds, rows, values)
     f.flush()
     if not args.no_fsync:
-        os.fsync(fd)
+        os.fdatasync(fd)  # the same call FIStorage makes
     rows += k
     nbytes += len(blob)
 dt = time.perf_counter() - t0
