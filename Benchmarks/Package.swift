@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "fi-scale", path: ".."),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
     ],
     targets: [
         .executableTarget(
@@ -18,6 +19,12 @@ let package = Package(
                 .product(name: "FIQueue", package: "fi-scale"),
                 .product(name: "FIStorage", package: "fi-scale"),
             ]
+        ),
+        // A bare Hummingbird route that answers 202 without queueing: the
+        // framework's own ceiling, measured beside fi-server.
+        .executableTarget(
+            name: "bare-http",
+            dependencies: [.product(name: "Hummingbird", package: "hummingbird")]
         ),
     ]
 )

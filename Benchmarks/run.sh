@@ -2,6 +2,10 @@
 # Benchmarks, each beside its reference measured in the same run.
 #
 #   Benchmarks/run.sh partition     # FIPartitioning vs the reference Python function
+#   Benchmarks/run.sh queue         # FIQueue vs redis-benchmark
+#   Benchmarks/run.sh storage       # FIStorage vs h5py
+#   Benchmarks/run.sh worker        # fi-worker drain vs the reference Python worker
+#   Benchmarks/run.sh http          # fi-server vs the reference FastAPI service vs a bare Hummingbird route
 #
 # Builds fi-bench in release mode first. Prints `RESULT …` lines; record them,
 # the command and the machine in Docs/benchmarks.md.
@@ -13,6 +17,42 @@ build() {
     swift build -c release --package-path "$here" --scratch-path "$scratch" >&2
     bench="$scratch/release/fi-bench"
 }
+
+# fi-server and fi-worker in release mode, from the same scratch folder.
+build_binaries() {
+    build
+    swift build -c release --package-path "$here" --scratch-path "$scratch" --product fi-server >&2
+    swift build -c release --package-path "$here" --scratch-path "$scratch" --product fi-worker >&2
+    server="$scratch/release/fi-server"
+    worker="$scratch/release/fi-worker"
+    bare="$scratch/release/bare-http"
+}
+
+# The reference Python service and worker (../shared/bench/peer) need FastAPI,
+# uvicorn, redis-py, h5py and orjson: PEER_PY names an interpreter that has them
+# (made once with: python3 -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install
+# fastapi 'uvicorn[standard]' redis h5py orjson).
+peer=${PEER_DIR:-$here/../../shared/bench/peer}
+peer_py=${PEER_PY:-/tmp/peer-venv/bin/python}
+
+# A throwaway redis-server on 127.0.0.1:$1 (appendonly no, as in the peer's bench.sh).
+start_redis() {
+    local port=$1
+    redis_dir=$(mktemp -d /tmp/fi-bench-redis.XXXXXX)
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$redis_dir" --daemonize yes --pidfile "$redis_dir/redis.pid" \
+        --logfile "$redis_dir/redis.log" --save '' --appendonly no --maxmemory-policy noeviction
+    for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+stop_redis() {
+    [ -n "${redis_dir:-}" ] || return 0
+    kill "$(cat "$redis_dir/redis.pid")" 2>/dev/null || true
+    sleep 0.3
+    rm -rf "$redis_dir"
+}
+
+# Peak RSS (kB) of a pid, from /proc (VmHWM).
+peak_rss_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 machine() {
     echo "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -59,9 +99,88 @@ bench_storage() {
     "$bench" storage 100000 1024 "${FI_BENCH_DIR:-/tmp}" 3
 }
 
+# Worker drain: 100,000 prefilled 1 KB entries in one partition, one worker, batch 256, durable
+# (flush + fdatasync per batch), from start to an empty stream; then the reference Python worker
+# (redis-py + h5py, batch 256) draining the same prefill in the same run. Peak RSS of ours.
+bench_worker() {
+    build_binaries
+    machine
+    local port=${FI_BENCH_REDIS_PORT:-6598} n=${DRAIN_N:-100000} storage t0 t1 pid rss
+    start_redis "$port"
+    trap stop_redis EXIT
+    storage=$(mktemp -d /tmp/fi-bench-storage.XXXXXX)
+    for rep in 1 2; do
+        redis-cli -p "$port" flushall >/dev/null
+        rm -rf "$storage"/*
+        FI_REDIS_URL="redis://127.0.0.1:$port/0" "$peer_py" "$peer/tools/prefill_stream.py" --stream fi:events:partition_0 -n "$n" --body-bytes 1024 >/dev/null
+        sync
+        t0=$(date +%s.%N)
+        "$worker" partition_0 --redis-url "redis://127.0.0.1:$port" --storage "$storage" --log-level warning &
+        pid=$!
+        while [ "$(redis-cli -p "$port" xlen fi:events:partition_0)" != "0" ]; do sleep 0.02; done
+        t1=$(date +%s.%N)
+        rss=$(peak_rss_kb "$pid")
+        kill -TERM "$pid"; wait "$pid" || true
+        awk -v a="$t0" -v b="$t1" -v n="$n" -v rss="$rss" \
+            'BEGIN{printf "RESULT bench=worker impl=fi-worker rep='"$rep"' events=%d seconds=%.3f events_per_s=%.0f peak_rss_mb=%.1f\n", n, b-a, n/(b-a), rss/1024}'
+
+        redis-cli -p "$port" flushall >/dev/null
+        rm -rf "$storage"/*
+        FI_REDIS_URL="redis://127.0.0.1:$port/0" "$peer_py" "$peer/tools/prefill_stream.py" --stream fi:events:partition_0 -n "$n" --body-bytes 1024 >/dev/null
+        sync
+        (cd "$peer" && FI_REDIS_URL="redis://127.0.0.1:$port/0" FI_STORAGE_DIR="$storage" "$peer_py" backend/event_worker.py partition_0 --batch 256 --block-ms 500 --drain) \
+            | sed 's/^/# python: /'
+    done
+    rm -rf "$storage"
+}
+
+# HTTP ingest: wrk -t2 -c64 -d20s --latency -s post_event.lua (1 KB events, half with site ids)
+# against fi-server (local redis-server), the reference Python service with 2 uvicorn workers,
+# and a bare Hummingbird route, one after another in the same run. As for the Python service, no
+# worker drains meanwhile (it would share the 2 cores), so --max-backlog is lifted for the run.
+bench_http() {
+    build_binaries
+    machine
+    local port=${FI_BENCH_REDIS_PORT:-6597} lua="$peer/../post_event.lua" duration=${DURATION:-20s} storage pid rss
+    start_redis "$port"
+    trap 'kill $pid 2>/dev/null; stop_redis' EXIT
+    storage=$(mktemp -d /tmp/fi-bench-storage.XXXXXX)
+    run_wrk() { # label url
+        wrk -t2 -c64 -d3s -s "$lua" "$2" >/dev/null 2>&1 || true
+        wrk -t2 -c64 -d"$duration" --latency -s "$lua" "$2" | grep RESULT | sed "s/^RESULT /RESULT bench=http impl=$1 /"
+    }
+
+    "$server" --port 7301 --redis-url "redis://127.0.0.1:$port" --storage "$storage" --max-backlog 100000000 --log-level warning &
+    pid=$!
+    for _ in $(seq 1 100); do curl -sf http://127.0.0.1:7301/health >/dev/null && break; sleep 0.1; done
+    run_wrk fi-server http://127.0.0.1:7301
+    rss=$(peak_rss_kb "$pid")
+    echo "RESULT bench=http impl=fi-server peak_rss_mb=$(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')"
+    curl -s http://127.0.0.1:7301/metrics | grep -E '^fi_http_requests_total' | sed 's/^/# /'
+    kill -TERM "$pid"; wait "$pid" || true
+    redis-cli -p "$port" flushall >/dev/null
+
+    (cd "$peer" && FI_REDIS_URL="redis://127.0.0.1:$port/0" exec "$peer_py" -m uvicorn backend.fi_consult_service:app \
+        --host 127.0.0.1 --port 7101 --workers 2 --no-access-log --log-level warning) &
+    pid=$!
+    for _ in $(seq 1 100); do curl -sf http://127.0.0.1:7101/health >/dev/null && break; sleep 0.1; done
+    run_wrk python-uvicorn-2 http://127.0.0.1:7101
+    kill -TERM "$pid"; wait "$pid" || true
+    redis-cli -p "$port" flushall >/dev/null
+
+    "$bare" 7201 &
+    pid=$!
+    sleep 1
+    run_wrk bare-hummingbird http://127.0.0.1:7201
+    kill -TERM "$pid"; wait "$pid" || true
+    rm -rf "$storage"
+}
+
 case "${1:-}" in
 partition) bench_partition ;;
 storage) bench_storage ;;
 queue) bench_queue ;;
-*) echo "usage: $0 partition" >&2; exit 2 ;;
+worker) bench_worker ;;
+http) bench_http ;;
+*) echo "usage: $0 partition|queue|storage|worker|http" >&2; exit 2 ;;
 esac

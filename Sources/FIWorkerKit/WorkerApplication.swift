@@ -70,6 +70,15 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
 /// Metrics for the executables: a Prometheus registry bootstrapped into
 /// swift-metrics, and an HTTP endpoint that serves it.
 public enum Observability {
+    /// Sends logs to stderr at `level` and above. Call once, from an executable.
+    public static func bootstrapLogging(level: Logger.Level) {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+
     /// Bootstraps swift-metrics with a Prometheus registry. Call once, from an executable.
     public static func bootstrapPrometheus() -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()

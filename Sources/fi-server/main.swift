@@ -57,12 +57,7 @@ struct FIServerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logLevel = self.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = logLevel
-            return handler
-        }
+        Observability.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "fi-server")
         let registry = Observability.bootstrapPrometheus()
         let environment = ProcessInfo.processInfo.environment

@@ -75,12 +75,7 @@ struct FIWorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logLevel = self.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = logLevel
-            return handler
-        }
+        Observability.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "fi-worker")
         let registry = Observability.bootstrapPrometheus()
 
