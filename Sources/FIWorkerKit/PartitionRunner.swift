@@ -71,6 +71,45 @@ final class PartitionRunner: Sendable {
         var lastProgress = ContinuousClock.now
 
         var drained = false
+        // The steady state is a two-stage pipeline: the next batch is read
+        // while this one is written, and a batch's ack + delete travel while
+        // the next one is written. A batch is still acknowledged only after
+        // its own append (flush + sync) has returned.
+        var prefetch: Task<[StreamEntry], any Error>?
+        var settling: Task<Void, any Error>?
+        func read() -> Task<[StreamEntry], any Error> {
+            let block = isStopping ? nil : configuration.readBlock
+            return Task {
+                try await self.queue.readGroup(
+                    self.configuration.group,
+                    consumer: self.configuration.consumer,
+                    from: stream,
+                    count: self.configuration.batchSize,
+                    block: block,
+                    ownPending: false
+                )
+            }
+        }
+        /// Finishes what the pipeline holds: the prefetched batch is stored
+        /// and settled, the last settle awaited.
+        func finishPipeline(_ writer: CorpusWriter?) async throws {
+            if let pending = prefetch {
+                prefetch = nil
+                let entries = try await pending.value
+                if !entries.isEmpty, let writer, mayWrite {
+                    let ids = try await store(entries.map { ($0, nil) }, into: writer)
+                    if let last = settling {
+                        settling = nil
+                        try await last.value
+                    }
+                    try await settle(ids)
+                }
+            }
+            if let last = settling {
+                settling = nil
+                try await last.value
+            }
+        }
 
         defer { progress.reset() }
         while mayWrite {
@@ -99,6 +138,7 @@ final class PartitionRunner: Sendable {
                 }
 
                 if needsRecovery {
+                    try await finishPipeline(writer)
                     switch try await recover(into: writer, heldSince: heldSince, applyDeliveryLimit: firstRecovery) {
                     case .done:
                         needsRecovery = false
@@ -109,17 +149,18 @@ final class PartitionRunner: Sendable {
                     }
                 }
 
-                let entries = try await queue.readGroup(
-                    configuration.group,
-                    consumer: configuration.consumer,
-                    from: stream,
-                    count: configuration.batchSize,
-                    block: isStopping ? nil : configuration.readBlock,
-                    ownPending: false
-                )
+                let next = prefetch ?? read()
+                prefetch = nil
+                let entries = try await next.value
                 drained = entries.isEmpty
                 if !entries.isEmpty {
-                    try await persist(entries.map { ($0, nil) }, into: writer)
+                    if !isStopping || drainOnStop { prefetch = read() }
+                    let ids = try await store(entries.map { ($0, nil) }, into: writer)
+                    if let last = settling {
+                        settling = nil
+                        try await last.value
+                    }
+                    settling = Task { try await self.settle(ids) }
                 }
                 backoff.reset()
             } catch is CancellationError {
@@ -128,6 +169,12 @@ final class PartitionRunner: Sendable {
                 // Entries read but not persisted stay pending for this
                 // consumer; recovery re-reads them in order before anything new.
                 needsRecovery = true
+                prefetch?.cancel()
+                prefetch = nil
+                if let last = settling {
+                    settling = nil
+                    _ = try? await last.value
+                }
                 if let storageError = error as? StorageError, storageError.code != .locked {
                     // The writer refuses appends after an HDF5/I/O failure; reopen it.
                     try? await writer?.close()
@@ -141,6 +188,13 @@ final class PartitionRunner: Sendable {
                 progress.errors.increment()
                 do { try await backoff.wait() } catch { break }
             }
+        }
+        // Finish the batch in hand: the prefetched one is written, flushed and
+        // acknowledged too, and the last acknowledgement awaited.
+        do {
+            try await finishPipeline(writer)
+        } catch {
+            logger.warning("finishing the last batch failed; it stays pending", metadata: ["fi.error": "\(error)"])
         }
         if let writer {
             do {
@@ -200,7 +254,13 @@ final class PartitionRunner: Sendable {
 
     /// Stores a batch in stream order and only then acknowledges and deletes it.
     private func persist(_ batch: [(entry: StreamEntry, deliveries: Int?)], into writer: CorpusWriter) async throws {
-        let stream = key.streamName
+        try await settle(try await store(batch, into: writer))
+    }
+
+    /// Makes a batch durable: each entry is in the corpus (appended, flushed,
+    /// synced), already was, or is in `fi:dead:<partition>`.
+    /// - Returns: the ids that may now be acknowledged.
+    private func store(_ batch: [(entry: StreamEntry, deliveries: Int?)], into writer: CorpusWriter) async throws -> [StreamEntryID] {
         let watermark = writer.lastStreamID.flatMap(StreamEntryID.init)
         var records: [CorpusRecord] = []
         records.reserveCapacity(batch.count)
@@ -243,8 +303,12 @@ final class PartitionRunner: Sendable {
         if alreadyStored > 0 {
             progress.duplicatesSkipped.increment(by: alreadyStored)
         }
+        return batch.map(\.entry.id)
+    }
 
-        let ids = batch.map(\.entry.id)
+    /// Acknowledges stored entries and deletes them from the stream.
+    private func settle(_ ids: [StreamEntryID]) async throws {
+        let stream = key.streamName
         _ = try await queue.ack(configuration.group, on: stream, ids: ids)
         // Deleting persisted entries keeps the stream length equal to the
         // backlog. A failed delete loses nothing (the entries are stored and

@@ -71,6 +71,12 @@ struct WorkerEndToEndTests {
             }
             return true
         }
+        // A worker restarted a moment ago may not have installed its signal
+        // handlers yet (SIGTERM then kills it by default): wait until each has started.
+        for worker in workers {
+            try await E2E.eventually("\(worker.name) started", timeout: .seconds(20)) { worker.log.contains("fi-worker started") }
+        }
+        try await Task.sleep(for: .milliseconds(300))
         for worker in workers { worker.terminate() }
         for worker in workers {
             let status = await worker.waitForExit(timeout: .seconds(10))
