@@ -149,9 +149,10 @@ bench_worker() {
 bench_http() {
     build_binaries
     machine
-    local port=${FI_BENCH_REDIS_PORT:-6597} lua="$peer/../post_event.lua" duration=${DURATION:-20s} storage pid rss
+    local port=${FI_BENCH_REDIS_PORT:-6597} lua="$peer/../post_event.lua" duration=${DURATION:-20s} storage rss
+    pid=""
     start_redis "$port"
-    trap 'kill $pid 2>/dev/null; stop_redis' EXIT
+    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; stop_redis' EXIT
     storage=$(mktemp -d /tmp/fi-bench-storage.XXXXXX)
     run_wrk() { # label url
         wrk -t2 -c64 -d3s -s "$lua" "$2" >/dev/null 2>&1 || true
