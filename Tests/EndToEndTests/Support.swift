@@ -90,6 +90,27 @@ enum E2E {
         }
     }
 
+    /// Whether a Redis on 127.0.0.1:`port` answers PING with PONG (not LOADING).
+    static func answersPing(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { return false }
+        let ping = Array("PING\r\n".utf8)
+        guard write(fd, ping, ping.count) == ping.count else { return false }
+        var reply = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &reply, reply.count)
+        return n > 0 && String(decoding: reply.prefix(n), as: UTF8.self).hasPrefix("+PONG")
+    }
+
     /// Waits (bounded) until `condition` holds; records an issue and throws on timeout.
     static func eventually(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout
@@ -191,7 +212,7 @@ final class OwnRedis: @unchecked Sendable {
         )
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
-            if E2E.canConnect(port: port) { return }
+            if E2E.answersPing(port: port) { return }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw EventQueueError(.unavailable, "own redis-server did not start")

@@ -115,6 +115,47 @@ struct WorkerEndToEndTests {
         await queue.close()
     }
 
+    @Test("Redis killed and restarted under a running worker: it retries, resumes, and stores every entry once; --metrics-port serves its counters")
+    func redisLostLater() async throws {
+        let redis = try await OwnRedis()
+        let storage = try E2E.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let key = PartitionKey.hashPartition(0)
+        var queue = try await RedisEventQueue.connect(url: redis.url, logger: E2E.logger)
+        let sent = try await Self.prefill(queue, keys: [key], count: 20_000)[key]!
+        await queue.close()
+
+        let metricsPort = try E2E.freePort()
+        let worker = try Child(
+            "worker", try E2E.binary("fi-worker"),
+            [key.rawValue, "--redis-url", redis.url, "--storage", storage, "--metrics-port", "\(metricsPort)", "--log-level", "info"],
+            logDirectory: storage
+        )
+        try await E2E.eventually("some rows stored", timeout: .seconds(30)) { try await !E2E.rows(key, storage: storage).isEmpty }
+        await redis.kill9()
+        try await Task.sleep(for: .seconds(1))
+        try await redis.start()
+
+        queue = try await RedisEventQueue.connect(url: redis.url, logger: E2E.logger)
+        try await E2E.eventually("stream and pending list empty", timeout: .seconds(60)) {
+            let length = try await queue.length(of: key.streamName)
+            let pending = try await queue.pending("fi-workers", on: key.streamName).count
+            return length == 0 && pending == 0
+        }
+        let metrics = try await HTTP.request("GET", "http://127.0.0.1:\(metricsPort)/metrics")
+        let text = String(decoding: metrics.body, as: UTF8.self)
+        #expect(metrics.status == 200)
+        #expect(text.contains(#"fi_worker_events_persisted_total{partition="partition_0"}"#))
+        #expect(text.contains(#"fi_worker_batch_duration_seconds_bucket{"#))
+
+        worker.terminate()
+        #expect(await worker.waitForExit(timeout: .seconds(10)) == 0, "\(worker.log.suffix(2000))")
+        let rows = try await E2E.rows(key, storage: storage).map(\.streamID)
+        #expect(rows == sent.map(\.description), "every entry once, in order, across the outage")
+        #expect(worker.log.contains("redis connect failed") || worker.log.contains("backing off"), "the outage was logged")
+        await queue.close()
+    }
+
     @Test("an unreachable Redis at start: a one-line error and a non-zero exit")
     func unreachableAtStart() async throws {
         let port = try E2E.freePort()
