@@ -169,8 +169,14 @@ final class PartitionRunner: Sendable {
                 // Entries read but not persisted stay pending for this
                 // consumer; recovery re-reads them in order before anything new.
                 needsRecovery = true
-                prefetch?.cancel()
-                prefetch = nil
+                // Never abandon a read in flight: if it reached Redis after the
+                // recovery below, its entries would be pending yet unseen, and
+                // later rows would pass them. Let it finish (BLOCK bounds it);
+                // whatever it delivered is pending and recovered in order.
+                if let pending = prefetch {
+                    prefetch = nil
+                    _ = try? await pending.value
+                }
                 if let last = settling {
                     settling = nil
                     _ = try? await last.value

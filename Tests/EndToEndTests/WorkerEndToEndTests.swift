@@ -137,10 +137,15 @@ struct WorkerEndToEndTests {
         try await redis.start()
 
         queue = try await RedisEventQueue.connect(url: redis.url, logger: E2E.logger)
-        try await E2E.eventually("stream and pending list empty", timeout: .seconds(60)) {
-            let length = try await queue.length(of: key.streamName)
-            let pending = try await queue.pending("fi-workers", on: key.streamName).count
-            return length == 0 && pending == 0
+        do {
+            try await E2E.eventually("stream and pending list empty", timeout: .seconds(60)) {
+                let length = try await queue.length(of: key.streamName)
+                let pending = try await queue.pending("fi-workers", on: key.streamName).count
+                return length == 0 && pending == 0
+            }
+        } catch {
+            Issue.record("fi-worker log:\n\(worker.log.suffix(6000))")
+            throw error
         }
         let metrics = try await HTTP.request("GET", "http://127.0.0.1:\(metricsPort)/metrics")
         let text = String(decoding: metrics.body, as: UTF8.self)
