@@ -23,8 +23,6 @@ final class PartitionRunner: Sendable {
     private let lease: LeaseClock
     private let stopRequested = Atomic<Bool>(false)
     private let progress: PartitionProgress
-    /// Acknowledged ids whose XDEL failed; retried with the next batch.
-    private let undeleted = Mutex<[StreamEntryID]>([])
 
     private let drainOnStop: Bool
 
@@ -312,23 +310,18 @@ final class PartitionRunner: Sendable {
         return batch.map(\.entry.id)
     }
 
-    /// Acknowledges stored entries and deletes them from the stream.
+    /// Deletes stored entries from the stream, then acknowledges them.
+    ///
+    /// Deleting keeps the stream length equal to the backlog. The order
+    /// matters only for a worker killed in between: delete-then-ack leaves
+    /// entries that are pending but gone from the stream, which the next
+    /// recovery acknowledges (XAUTOCLAIM reports them as deleted); ack-then-
+    /// delete could leave acknowledged entries in the stream for good. A failed
+    /// delete or ack throws, and recovery settles the batch again.
     private func settle(_ ids: [StreamEntryID]) async throws {
         let stream = key.streamName
+        _ = try await queue.delete(from: stream, ids: ids)
         _ = try await queue.ack(configuration.group, on: stream, ids: ids)
-        // Deleting persisted entries keeps the stream length equal to the
-        // backlog. A failed delete loses nothing (the entries are stored and
-        // acknowledged); it is retried with the next batch.
-        let toDelete = undeleted.withLock { pending in
-            defer { pending.removeAll() }
-            return pending + ids
-        }
-        do {
-            _ = try await queue.delete(from: stream, ids: toDelete)
-        } catch {
-            undeleted.withLock { $0.append(contentsOf: toDelete) }
-            logger.warning("deleting persisted entries failed; will retry", metadata: ["fi.error": "\(error)"])
-        }
     }
 
     private func reportProgress() async {
