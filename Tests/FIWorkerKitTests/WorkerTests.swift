@@ -340,6 +340,29 @@ struct WorkerTests {
         await queue.close()
     }
 
+    @Test("a worker that loses its lease stops writing that partition at once")
+    func leaseLoss() async throws {
+        let queue = InMemoryEventQueue()
+        try await withStorage { storage in
+            let key = PartitionKey.hashPartition(3)
+            _ = try await queue.append(to: key.streamName, fields: event("before", 0))
+            try await withWorker(queue: queue, configuration: fastConfiguration(storage: storage, partitions: [key])) { worker in
+                try await eventually("partition held and first row stored") {
+                    let rows = try await corpusRows(key, storage: storage).count
+                    return worker.heldPartitions == [key] && rows == 1
+                }
+                // The lease passes to another owner (as if ours had expired and been taken over).
+                #expect(try await queue.releaseLease(key.leaseKey, owner: worker.instanceID))
+                #expect(try await queue.acquireLease(key.leaseKey, owner: "intruder", ttl: .seconds(60)))
+                try await eventually("the worker gave the partition up") { worker.heldPartitions.isEmpty }
+                for i in 1...5 { _ = try await queue.append(to: key.streamName, fields: event("after", i)) }
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(try await corpusRows(key, storage: storage).count == 1, "nothing written without the lease")
+                #expect(try await queue.length(of: key.streamName) == 5)
+            }
+        }
+    }
+
     @Test("a worker stopped gracefully finishes its batch, releases its leases, and drains when asked")
     func gracefulDrain() async throws {
         let queue = InMemoryEventQueue()
