@@ -75,17 +75,35 @@ final class PartitionRunner: Sendable {
         // its own append (flush + sync) has returned.
         var prefetch: Task<[StreamEntry], any Error>?
         var settling: Task<Void, any Error>?
+        /// Reads the next batch. While the stream has a backlog (each read
+        /// comes back full) up to `commitBatches` reads are joined into one
+        /// batch, so one flush + sync commits them all (group commit).
         func read() -> Task<[StreamEntry], any Error> {
             let block = isStopping ? nil : configuration.readBlock
             return Task {
-                try await self.queue.readGroup(
+                let size = self.configuration.batchSize
+                var entries = try await self.queue.readGroup(
                     self.configuration.group,
                     consumer: self.configuration.consumer,
                     from: stream,
-                    count: self.configuration.batchSize,
+                    count: size,
                     block: block,
                     ownPending: false
                 )
+                var reads = 1
+                while reads < self.configuration.commitBatches, entries.count == reads * size, self.mayWrite {
+                    let more = try await self.queue.readGroup(
+                        self.configuration.group,
+                        consumer: self.configuration.consumer,
+                        from: stream,
+                        count: size,
+                        block: nil,
+                        ownPending: false
+                    )
+                    entries += more
+                    reads += 1
+                }
+                return entries
             }
         }
         /// Finishes what the pipeline holds: the prefetched batch is stored

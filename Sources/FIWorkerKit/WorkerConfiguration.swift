@@ -15,8 +15,13 @@ public struct WorkerConfiguration: Sendable {
     /// The consumer name. The default is stable across restarts on one host,
     /// so a restarted worker picks up its own pending entries at once.
     public var consumer = WorkerConfiguration.defaultConsumerName()
-    /// Entries read and persisted per batch.
+    /// Entries read per XREADGROUP (`--batch-size`, COUNT).
     public var batchSize = 256
+    /// While a stream has a backlog, up to this many full reads are joined
+    /// and committed to the corpus with one flush + sync (group commit):
+    /// the sync, not the rows, is what a batch costs. Nothing is
+    /// acknowledged before the sync that covers it.
+    public var commitBatches = 4
     /// Pending entries of *other* consumers are claimed once a partition has
     /// been held this long (theirs have been idle at least as long).
     public var claimIdle: Duration = .milliseconds(30_000)
