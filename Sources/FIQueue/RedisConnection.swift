@@ -117,9 +117,12 @@ final class RedisConnection: @unchecked Sendable {
     private var lastConnectError = ""
     private var writeBuffer: [UInt8] = []
     private var lastUsed = ContinuousClock.now
+    /// Where hiredis' reader builds each reply (see ``FlatReply``); owned by the connection thread.
+    private let flat: UnsafeMutablePointer<CHiredis_Flat>
 
     init(endpoint: RedisEndpoint, settings: ConnectionSettings, logger: Logger) {
         CHiredis_ignoreSIGPIPE()
+        flat = CHiredis_flatCreate()!
         self.endpoint = endpoint
         self.settings = settings
         self.logger = logger
@@ -160,6 +163,10 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     /// Stops the thread after the requests in hand; queued requests fail with `.unavailable`.
+    deinit {
+        CHiredis_flatDestroy(flat)
+    }
+
     func close() {
         condition.lock()
         closed = true
@@ -231,12 +238,12 @@ final class RedisConnection: @unchecked Sendable {
                     fail(batch[i...], ctx: ctx)
                     return
                 }
-                let reply = raw!.assumingMemoryBound(to: redisReply.self)
-                replies.append(r.shape == .streamEntries ? convertStreamReply(reply) : convert(reply))
-                freeReplyObject(raw)
+                replies.append(FlatReply.decode(flat.pointee.bytes(), shape: r.shape))
             }
             r.continuation.resume(returning: replies)
         }
+        // One huge reply (say, a long XRANGE) should not pin its buffer for good.
+        CHiredis_flatTrim(flat, 8 << 20)
     }
 
     /// The connection broke while replies were outstanding.
@@ -302,6 +309,8 @@ final class RedisConnection: @unchecked Sendable {
             return nil
         }
         redisEnableKeepAlive(ctx)
+        // Replies are built into one reusable buffer instead of a redisReply per element.
+        CHiredis_flatInstall(ctx.pointee.reader, flat)
         // Keep the read buffer between replies instead of freeing it after every large one.
         ctx.pointee.reader.pointee.maxbuf = 0
         redisSetTimeout(ctx, timeval(settings.commandTimeout))
@@ -325,13 +334,12 @@ final class RedisConnection: @unchecked Sendable {
         }
         for _ in setup {
             var raw: UnsafeMutableRawPointer?
-            guard redisGetReply(ctx, &raw) == CHiredis_OK(), let raw else {
+            guard redisGetReply(ctx, &raw) == CHiredis_OK(), raw != nil else {
                 lastConnectError = "connection lost during AUTH/SELECT"
                 redisFree(ctx)
                 return nil
             }
-            let reply = convert(raw.assumingMemoryBound(to: redisReply.self))
-            freeReplyObject(raw)
+            let reply = FlatReply.decode(flat.pointee.bytes(), shape: .generic)
             if case .error(let text) = reply {
                 lastConnectError = text
                 redisFree(ctx)
@@ -406,74 +414,6 @@ enum RESP {
         if n >= 10 { appendDecimal(n / 10, to: &out) }
         out.append(UInt8(48 + n % 10))
     }
-}
-
-private func convert(_ r: UnsafeMutablePointer<redisReply>) -> RESPValue {
-    let type = r.pointee.type
-    if type == CHiredis_REPLY_STRING() {
-        let len = Int(r.pointee.len)
-        if len == 0 { return .bulk([]) }
-        return .bulk(Array(UnsafeRawBufferPointer(start: r.pointee.str, count: len)))
-    } else if type == CHiredis_REPLY_ARRAY() {
-        let n = Int(r.pointee.elements)
-        var out: [RESPValue] = []
-        out.reserveCapacity(n)
-        for i in 0..<n { out.append(convert(r.pointee.element[i]!)) }
-        return .array(out)
-    } else if type == CHiredis_REPLY_INTEGER() {
-        return .integer(r.pointee.integer)
-    } else if type == CHiredis_REPLY_NIL() {
-        return .null
-    } else if type == CHiredis_REPLY_STATUS() {
-        return .simple(String(decoding: UnsafeRawBufferPointer(start: r.pointee.str, count: Int(r.pointee.len)), as: UTF8.self))
-    } else {
-        return .error(String(decoding: UnsafeRawBufferPointer(start: r.pointee.str, count: Int(r.pointee.len)), as: UTF8.self))
-    }
-}
-
-/// Decodes an XREADGROUP reply without building the generic tree; anything unexpected
-/// falls back to ``convert(_:)`` so the caller reports it.
-private func convertStreamReply(_ r: UnsafeMutablePointer<redisReply>) -> RESPValue {
-    guard r.pointee.type == CHiredis_REPLY_ARRAY() else { return convert(r) }
-    var out: [StreamEntry] = []
-    for s in 0..<Int(r.pointee.elements) {
-        let stream = r.pointee.element[s]!
-        guard stream.pointee.type == CHiredis_REPLY_ARRAY(), stream.pointee.elements == 2 else { return convert(r) }
-        let entries = stream.pointee.element[1]!
-        guard entries.pointee.type == CHiredis_REPLY_ARRAY() else { return convert(r) }
-        let n = Int(entries.pointee.elements)
-        out.reserveCapacity(out.count + n)
-        for i in 0..<n {
-            let e = entries.pointee.element[i]!
-            guard e.pointee.type == CHiredis_REPLY_ARRAY(), e.pointee.elements == 2 else { return convert(r) }
-            let idReply = e.pointee.element[0]!
-            guard idReply.pointee.type == CHiredis_REPLY_STRING(),
-                  let id = StreamEntryID(bytes: UnsafeRawBufferPointer(start: idReply.pointee.str, count: Int(idReply.pointee.len)))
-            else { return convert(r) }
-            let flat = e.pointee.element[1]!
-            var fields: [StreamField] = []
-            if flat.pointee.type == CHiredis_REPLY_ARRAY() {
-                let m = Int(flat.pointee.elements)
-                guard m % 2 == 0 else { return convert(r) }
-                fields.reserveCapacity(m / 2)
-                var j = 0
-                while j < m {
-                    let name = flat.pointee.element[j]!
-                    let value = flat.pointee.element[j + 1]!
-                    guard name.pointee.type == CHiredis_REPLY_STRING(), value.pointee.type == CHiredis_REPLY_STRING() else { return convert(r) }
-                    fields.append(StreamField(
-                        name: String(decoding: UnsafeRawBufferPointer(start: name.pointee.str, count: Int(name.pointee.len)), as: UTF8.self),
-                        value: value.pointee.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: value.pointee.str, count: Int(value.pointee.len)))
-                    ))
-                    j += 2
-                }
-            } else if flat.pointee.type != CHiredis_REPLY_NIL() {
-                return convert(r)
-            }
-            out.append(StreamEntry(id: id, fields: fields))
-        }
-    }
-    return .entries(out)
 }
 
 private func timeval(_ d: Duration) -> timeval {
