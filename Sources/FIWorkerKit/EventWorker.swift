@@ -69,6 +69,11 @@ public final class EventWorker: Service, Sendable {
         state.withLock { $0.filter { !$0.value.finished }.map(\.key).sorted() }
     }
 
+    /// What this worker did with `key` since it took it (while it holds it), else `nil`.
+    public func statistics(for key: PartitionKey) -> PartitionStatistics? {
+        state.withLock { $0[key].map(\.runner.statistics) }
+    }
+
     /// Asks the worker to stop, as graceful shutdown does.
     public func stop() {
         stopping.store(true, ordering: .relaxed)

@@ -13,6 +13,9 @@ final class PartitionProgress: Sendable {
     let backlog: Gauge
     let oldestPendingSeconds: Gauge
     let batchDuration: Timer
+    let commits: Counter
+    /// Rows appended and commits (append + flush + sync) since the partition was taken.
+    private let totals = Mutex<PartitionStatistics>(PartitionStatistics())
     private let window = Mutex<(count: Int, since: ContinuousClock.Instant)>((0, .now))
 
     init(key: PartitionKey) {
@@ -25,11 +28,20 @@ final class PartitionProgress: Sendable {
         backlog = Gauge(label: "fi_queue_backlog", dimensions: dimensions)
         oldestPendingSeconds = Gauge(label: "fi_worker_oldest_pending_seconds", dimensions: dimensions)
         batchDuration = Timer(label: "fi_worker_batch_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+        commits = Counter(label: "fi_worker_commits_total", dimensions: dimensions)
     }
 
-    func recordPersisted(_ count: Int) {
+    /// One commit to the corpus of `count` new rows.
+    func recordCommit(rows count: Int) {
         window.withLock { $0.count += count }
+        totals.withLock {
+            $0.rowsAppended += count
+            $0.commits += 1
+        }
+        commits.increment()
     }
+
+    var statistics: PartitionStatistics { totals.withLock { $0 } }
 
     /// Events per second since the last call.
     func takeRate() -> Double {
@@ -48,4 +60,13 @@ final class PartitionProgress: Sendable {
         backlog.record(0)
         oldestPendingSeconds.record(0)
     }
+}
+
+/// What a worker has done with one partition since it took it.
+public struct PartitionStatistics: Sendable, Equatable {
+    /// Rows appended to the corpus.
+    public var rowsAppended = 0
+    /// Appends made durable (flush + sync): one per batch, or per group of
+    /// batches joined while the stream had a backlog.
+    public var commits = 0
 }

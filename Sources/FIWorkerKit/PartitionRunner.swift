@@ -48,6 +48,8 @@ final class PartitionRunner: Sendable {
     /// Asks the runner to stop after the batch in hand.
     func stop() { stopRequested.store(true, ordering: .relaxed) }
 
+    var statistics: PartitionStatistics { progress.statistics }
+
     private var isStopping: Bool { stopRequested.load(ordering: .relaxed) }
 
     /// May this runner still act on the partition at all?
@@ -319,7 +321,7 @@ final class PartitionRunner: Sendable {
             let outcome = try await writer.append(records)
             progress.batchDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
             progress.persisted.increment(by: outcome.appended)
-            progress.recordPersisted(outcome.appended)
+            progress.recordCommit(rows: outcome.appended)
             alreadyStored += outcome.skipped
         }
         if alreadyStored > 0 {

@@ -186,6 +186,31 @@ struct WorkerTests {
         await queue.close()
     }
 
+    @Test("group commit: a backlog is committed in groups of commitBatches reads, each entry once, in order", arguments: QueueKind.available, [1, 4])
+    func groupCommit(kind: QueueKind, commitBatches: Int) async throws {
+        let queue = try await kind.make()
+        try await withStorage { storage in
+            let key = PartitionKey.hashPartition(Int.random(in: 100...9999))
+            var sent: [StreamEntryID] = []
+            for i in 0..<2_048 { sent.append(try await queue.append(to: key.streamName, fields: event("c\(i % 7)", i))) }
+            var configuration = fastConfiguration(storage: storage, partitions: [key])
+            configuration.batchSize = 256
+            configuration.commitBatches = commitBatches
+            let statistics = try await withWorker(queue: queue, configuration: configuration) { worker in
+                try await eventually("2,048 rows stored") { worker.statistics(for: key)?.rowsAppended == 2_048 }
+                return worker.statistics(for: key)
+            }
+            // The whole backlog was there before the worker started: every read
+            // but the last comes back full, so reads join into groups of
+            // `commitBatches` (1: one commit per read of 256).
+            #expect(statistics?.commits == 2_048 / (256 * commitBatches))
+            let rows = try await corpusRows(key, storage: storage)
+            #expect(rows.map(\.streamID) == sent.map(\.description))
+            #expect(try await queue.length(of: key.streamName) == 0)
+        }
+        await queue.close()
+    }
+
     @Test("entries from another producer with only consultation_id and event_json get received_at_ms 0", arguments: QueueKind.available)
     func foreignProducer(kind: QueueKind) async throws {
         let queue = try await kind.make()
