@@ -72,11 +72,7 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
 public enum Observability {
     /// Sends logs to stderr at `level` and above. Call once, from an executable.
     public static func bootstrapLogging(level: Logger.Level) {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
     }
 
     /// Bootstraps swift-metrics with a Prometheus registry. Call once, from an executable.
