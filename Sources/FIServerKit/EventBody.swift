@@ -239,6 +239,7 @@ private struct Parser {
         let start = index
         var hasEscapes = false
         while true {
+            skipPlainASCII()
             guard index < bytes.count else { throw fail("unterminated string") }
             let byte = bytes[index]
             switch byte {
@@ -269,6 +270,24 @@ private struct Parser {
             default:
                 try utf8Sequence()
             }
+        }
+    }
+
+    /// Skips 8 bytes at a time while none of them needs a look: printable
+    /// ASCII other than `"` and `\\` (most of a typical payload's text).
+    @inline(__always)
+    private mutating func skipPlainASCII() {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        while bytes.count - index >= 8 {
+            let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            let quote = word ^ (ones &* 0x22)
+            let backslash = word ^ (ones &* 0x5C)
+            let special = (word | ((word &- ones &* 0x20) & ~word))  // high bit: ≥ 0x80, or < 0x20
+                | ((quote &- ones) & ~quote)  // a `"`
+                | ((backslash &- ones) & ~backslash)  // a `\`
+            if special & highs != 0 { return }
+            index += 8
         }
     }
 
