@@ -105,7 +105,7 @@ bench_storage() {
 bench_worker() {
     build_binaries
     machine
-    local port=${FI_BENCH_REDIS_PORT:-6598} n=${DRAIN_N:-100000} storage t0 t1 pid rss line
+    local port=${FI_BENCH_REDIS_PORT:-6598} n=${DRAIN_N:-100000} storage t0 t1 pid rss cpu line
     start_redis "$port"
     trap stop_redis EXIT
     storage=$(mktemp -d /tmp/fi-bench-storage.XXXXXX)
@@ -128,9 +128,10 @@ bench_worker() {
         exec 3>&-
         t1=$(date +%s.%N)
         rss=$(peak_rss_kb "$pid")
+        cpu=$(awk '{print $14 + $15}' "/proc/$pid/stat")  # user + system, clock ticks
         kill -TERM "$pid"; wait "$pid" || true
-        awk -v a="$t0" -v b="$t1" -v n="$n" -v rss="$rss" \
-            'BEGIN{printf "RESULT bench=worker impl=fi-worker rep='"$rep"' events=%d seconds=%.3f events_per_s=%.0f peak_rss_mb=%.1f\n", n, b-a, n/(b-a), rss/1024}'
+        awk -v a="$t0" -v b="$t1" -v n="$n" -v rss="$rss" -v cpu="$cpu" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN{printf "RESULT bench=worker impl=fi-worker rep='"$rep"' events=%d seconds=%.3f events_per_s=%.0f peak_rss_mb=%.1f cpu_us_per_event=%.1f\n", n, b-a, n/(b-a), rss/1024, cpu/hz*1e6/n}'
 
         redis-cli -p "$port" flushall >/dev/null
         rm -rf "$storage"/*

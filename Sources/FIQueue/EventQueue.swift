@@ -60,20 +60,43 @@ public struct StreamEntryID: Sendable, Hashable, Comparable, CustomStringConvert
         self.init(ms: ms, seq: seq)
     }
 
-    public var description: String { "\(ms)-\(seq)" }
+    public var description: String {
+        String(unsafeUninitializedCapacity: Self.maximumLength) { write(into: $0) }
+    }
 
     /// `<ms>-<seq>` as ASCII bytes, for commands.
     var bytes: [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(24)
-        func put(_ n: UInt64) {
-            if n >= 10 { put(n / 10) }
-            out.append(UInt8(48 + n % 10))
+        [UInt8](unsafeUninitializedCapacity: Self.maximumLength) { buffer, count in count = write(into: buffer) }
+    }
+
+    /// Two 20-digit numbers and a dash.
+    private static let maximumLength = 41
+
+    /// Writes `<ms>-<seq>` at the start of `buffer` (room for ``maximumLength``); returns its length.
+    /// Ids are formatted for every entry a worker stores and acknowledges, so this avoids
+    /// string interpolation's generic integer formatting.
+    private func write(into buffer: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        var end = 0
+        func digits(_ value: UInt64) {
+            var n = value
+            let start = end
+            repeat {
+                buffer[end] = UInt8(truncatingIfNeeded: 48 &+ n % 10)
+                n /= 10
+                end += 1
+            } while n > 0
+            var (i, j) = (start, end - 1)
+            while i < j {
+                buffer.swapAt(i, j)
+                i += 1
+                j -= 1
+            }
         }
-        put(ms)
-        out.append(UInt8(ascii: "-"))
-        put(seq)
-        return out
+        digits(ms)
+        buffer[end] = UInt8(ascii: "-")
+        end += 1
+        digits(seq)
+        return end
     }
 
     public static func < (lhs: StreamEntryID, rhs: StreamEntryID) -> Bool {

@@ -15,6 +15,12 @@ public struct CorpusRecord: Sendable, Equatable {
         self.receivedAtMs = receivedAtMs
         self.payload = payload
     }
+
+    /// Whether `bytes` are valid UTF-8, as a payload must be — checked the way
+    /// ``CorpusWriter`` checks it (ASCII 32 bytes at a time), without making a `String`.
+    public static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
+        UTF8Check.isValid(bytes)
+    }
 }
 
 /// What one ``CorpusWriter/append(_:)`` did.

@@ -22,7 +22,7 @@ enum EntryDecoder {
         guard let payload = entry[field: "event_json"] else {
             return .failure(EntryProblem(reason: "missing field event_json"))
         }
-        guard String(validating: payload, as: UTF8.self) != nil else {
+        guard CorpusRecord.isValidUTF8(payload) else {
             return .failure(EntryProblem(reason: "event_json is not valid UTF-8"))
         }
         var receivedAt: Int64 = 0

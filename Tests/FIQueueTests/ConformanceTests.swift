@@ -414,6 +414,24 @@ struct StreamEntryIDTests {
         #expect(StreamEntryID(ms: 5, seq: 9).description == "5-9")
     }
 
+    @Test("formatting round-trips at every digit count, up to UInt64.max on both sides")
+    func formatting() {
+        var samples: [UInt64] = [0, 9, 10, 99, 100, .max, .max - 1]
+        var power: UInt64 = 1
+        for _ in 0..<19 {
+            power *= 10
+            samples += [power - 1, power, power + 7]
+        }
+        for ms in samples {
+            for seq in samples.prefix(8) + [.max] {
+                let id = StreamEntryID(ms: ms, seq: seq)
+                #expect(id.description == "\(ms)-\(seq)")
+                #expect(id.bytes == Array("\(ms)-\(seq)".utf8))
+                #expect(StreamEntryID(id.description) == id)
+            }
+        }
+    }
+
     @Test func ordering() {
         #expect(StreamEntryID(ms: 1, seq: 9) < StreamEntryID(ms: 2, seq: 0))
         #expect(StreamEntryID(ms: 2, seq: 0) < StreamEntryID(ms: 2, seq: 1))
