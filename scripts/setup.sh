@@ -7,7 +7,8 @@ packages=(
     pkg-config
     libhdf5-dev hdf5-tools python3-h5py   # HDF5 1.10 (corpus files), h5dump, h5py for interop tests
     libhiredis-dev redis-server redis-tools  # hiredis 0.14 client, Redis 7 for tests
-    nginx haproxy prometheus python3-yaml    # deploy/check-configs.sh: nginx -t, haproxy -c, promtool; HAProxy for deploy/local-cluster.sh
+    nginx haproxy prometheus python3-yaml    # deploy/check-configs.sh: nginx -t, haproxy -c, promtool
+    curl                                     # deploy/local-cluster.sh health checks
 )
 
 sudo=""
