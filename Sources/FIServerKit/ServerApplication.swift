@@ -70,6 +70,7 @@ public enum ServerApplication {
         let router = Router()
         router.add(middleware: RequestMiddleware())
         api.addRoutes(to: router)
+        CapacityAPI(registry: registry, tokens: tokens).addRoutes(to: router)
         router.get("/metrics") { _, _ -> Response in
             Response(
                 status: .ok,

@@ -9,11 +9,20 @@ struct FIServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fi-server",
         abstract: "Accept consultation events over HTTP and queue them for the workers.",
+        usage: """
+            fi-server [--host <host>] [--port <port>] [--redis-url <url> | --redis-cluster <host:port,…>] [--partitions <n>] \
+            [--storage <path>] [--max-body-bytes <n>] [--max-backlog <n>] [--api-tokens-file <file>] [--log-level <level>]
+              fi-server capacity [<options>]
+            """,
         discussion: """
             With --redis-url, --redis-cluster or REDIS_URL, events are queued on Redis Streams for fi-worker \
             processes. With none of them fi-server runs embedded: an in-memory queue and in-process workers \
             write the same corpus files, and SIGTERM drains every accepted event to disk before exiting.
-            """
+
+            Without a subcommand fi-server serves. `fi-server capacity --help` plans capacity, or measures it \
+            from a running fi-server's /metrics.
+            """,
+        subcommands: [CapacitySubcommand.self]
     )
 
     @Option(help: "Address to listen on.")
@@ -81,3 +90,75 @@ struct FIServerCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `fi-server capacity`: a capacity plan, or the live estimate of a running server. FIServerKit does the work.
+struct CapacitySubcommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capacity",
+        abstract: "Print a capacity plan, or measure a running fi-server's capacity from its /metrics.",
+        discussion: """
+            Without --from-metrics: the reference formula (workers × requests/s × 86,400 / requests per session), \
+            the M/M/c queue at the target's peak, the largest load meeting the percentile target, storage, network \
+            and (with --ingest-ms and --persist-ms) the latency budget. With --from-metrics URL: two scrapes \
+            --interval seconds apart, the observed load and the headroom by the same model. Docs/capacity.md explains each number.
+            """
+    )
+
+    @Option(help: "Target sessions per day. Default 10000.") var sessionsPerDay: Double?
+    @Option(help: "Requests per session (10 messages + 10 events). Default 20.") var requestsPerSession: Double?
+    @Option(help: "Events stored per session. Default: one per request.") var eventsPerSession: Double?
+    @Option(help: "Workers (M/M/c servers). Default 12; with --from-metrics, this machine's cores.") var workers: Int?
+    @Option(help: "Requests per second one worker sustains. Default 100.") var workerRps: Double?
+    @Option(help: "Mean service time per request, ms. Default 1000 / --worker-rps; with --from-metrics, measured.") var serviceTimeMs: Double?
+    @Option(help: "Headroom factor, capacity over planned load, ≥ 1. Default 1.5.") var headroom: Double?
+    @Option(help: "Peak request rate over the day's average, ≥ 1. Default 1 (even spread).") var peakToAverage: Double?
+    @Option(help: "Response-time percentile constrained, 0–100. Default 95.") var percentile: Double?
+    @Option(help: "Target for that percentile, ms. Default 50.") var targetMs: Double?
+    @Option(help: "Mean event size, bytes. Default 1024.") var eventBytes: Double?
+    // Not --partitions: after the subcommand that would still set fi-server's own flag.
+    @Option(help: "Partitions the events spread over. Default 3.") var partitionCount: Int?
+    @Option(help: "HDF5 file bytes per logical byte. Default 1.013 (measured).") var overhead: Double?
+    @Option(help: "Disk for the corpus files, GB. Default 1000.") var diskGb: Double?
+    @Option(help: "GB already used on that disk. Default 0.") var usedGb: Double?
+    @Option(help: "Times an event crosses the network. Default 3.") var traversals: Int?
+    @Option(help: "Measured ingest latency, ms (with --persist-ms: the latency budget).") var ingestMs: Double?
+    @Option(help: "Measured persist latency of a batch, ms.") var persistMs: Double?
+    @Option(help: "End-to-end target, request to persisted row, ms. Default 1000.") var endToEndMs: Double?
+    @Option(help: "Measure a running fi-server instead: its base URL or /metrics URL (http://).") var fromMetrics: String?
+    @Option(help: "With --from-metrics: seconds between the two scrapes. Default 10.") var interval: Double?
+    @Option(help: "With --from-metrics: the route counted, or 'all'. Default /consultations/{consultation_id}/events.") var route: String?
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        var f = CapacityCommand.Flags()
+        f.sessionsPerDay = sessionsPerDay
+        f.requestsPerSession = requestsPerSession
+        f.eventsPerSession = eventsPerSession
+        f.workers = workers
+        f.workerRPS = workerRps
+        f.serviceTimeMs = serviceTimeMs
+        f.headroom = headroom
+        f.peakToAverage = peakToAverage
+        f.percentile = percentile
+        f.targetMs = targetMs
+        f.eventBytes = eventBytes
+        f.partitions = partitionCount
+        f.overhead = overhead
+        f.diskGB = diskGb
+        f.usedGB = usedGb
+        f.traversals = traversals
+        f.ingestMs = ingestMs
+        f.persistMs = persistMs
+        f.endToEndMs = endToEndMs
+        f.fromMetrics = fromMetrics
+        f.interval = interval
+        f.route = route
+        f.json = json
+        do {
+            print(try await CapacityCommand.run(f), terminator: "")
+        } catch {
+            FileHandle.standardError.write(Data("fi-server capacity: error: \(error)\n".utf8))
+            throw ExitCode(error.isUsage ? 64 : 1)
+        }
+    }
+}
