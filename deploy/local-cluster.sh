@@ -84,6 +84,15 @@ wait_until() { # seconds description command…
 
 healthy() { curl -fsS --max-time 1 "http://127.0.0.1:$1/health" | grep -q '"ok"'; }
 
+# A worker has joined once its membership lease fi:member:<consumer>:… exists.
+worker_joined() { # i
+    local p
+    for p in "${redis_ports[@]}"; do
+        redis-cli -p "$p" --scan --pattern "fi:member:fi-worker-$1:*" | grep -q . && return 0
+    done
+    return 1
+}
+
 cluster_ok() { redis-cli -p "${redis_ports[0]}" cluster info | grep -q cluster_state:ok; }
 
 # `"${detach[@]}" program args… &` runs a daemon in a session of its own with
@@ -124,6 +133,11 @@ up() {
     shopt -s nullglob
     local existing=("$dir"/pids/*.pid)
     [ ${#existing[@]} -eq 0 ] || die "$dir already has pid files: run down first"
+    local port
+    for port in "${redis_ports[@]}" $((redis_base + 10000)) $((redis_base + 10001)) $((redis_base + 10002)) "$http_port" \
+        $(seq "$server_base" $((server_base + servers - 1))) ${metrics_base:+$(seq "$metrics_base" $((metrics_base + workers - 1)))}; do
+        ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "127.0.0.1:$port is in use (pick other ports: FI_LC_*_BASE)"
+    done
     mkdir -p "$dir/pids" "$dir/logs" "$storage"
     # Whatever fails from here on, stop what was started.
     trap 'status=$?; [ $status -eq 0 ] || { log "up failed: stopping what it started"; down; }' EXIT
@@ -196,7 +210,7 @@ CFG
         wait_until 60 "fi-server-$i /health" healthy "$((server_base + i - 1))"
     done
     for i in $(seq 1 "$workers"); do
-        wait_until 60 "fi-worker-$i to start" grep -q 'fi-worker started' "$dir/logs/fi-worker-$i.log"
+        wait_until 60 "fi-worker-$i to join" worker_joined "$i"
     done
     wait_until 30 "HAProxy /health" healthy "$http_port"
     for f in "$dir"/pids/*.pid; do
