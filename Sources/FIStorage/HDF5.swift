@@ -18,9 +18,18 @@ import Glibc
 enum HDF5Library {
     private static let lock = NSRecursiveLock()
 
+    /// Tells HDF5, before its first use, not to close leftover identifiers at
+    /// process exit. A file whose `H5Fclose` failed (its flush hit a full disk
+    /// or a read-only file) keeps a half-destroyed identifier that the exit
+    /// handler would dereference and crash on (SIGSEGV in `H5F__close_cb`,
+    /// found by the read-only corpus fault test). Every file we open is closed
+    /// explicitly before exit, so the handler has nothing else to do.
+    private static let configured: Void = { _ = H5dont_atexit() }()
+
     static func withLock<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock()
         defer { lock.unlock() }
+        _ = configured
         _ = CHDF5_silence_errors()
         return try body()
     }
@@ -29,7 +38,10 @@ enum HDF5Library {
     static func error(_ what: String, file: String = #fileID, line: Int = #line) -> StorageError {
         var buffer = [CChar](repeating: 0, count: 2048)
         let length = buffer.withUnsafeMutableBufferPointer { CHDF5_take_error_stack($0.baseAddress, $0.count) }
-        let stack = length > 0 ? String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "no HDF5 error stack"
+        // One line: HDF5 puts a ctime() string, newline included, into some messages.
+        let stack = length > 0
+            ? String(decoding: buffer.prefix(length).map { $0 == 10 || $0 == 13 ? 32 : UInt8(bitPattern: $0) }, as: UTF8.self)
+            : "no HDF5 error stack"
         return StorageError(code: .hdf5, message: "\(what): \(stack)", file: file, line: line)
     }
 
