@@ -190,14 +190,18 @@ final class OwnRedis: @unchecked Sendable {
     let directory: String
     private var child: Child?
 
-    init(appendfsync: String = "always") async throws {
+    init(appendfsync: String = "always", environment: [String: String] = [:]) async throws {
         port = try E2E.freePort()
         directory = try E2E.temporaryDirectory()
         self.appendfsync = appendfsync
+        self.environment = environment
         try await start()
     }
 
     private let appendfsync: String
+    private let environment: [String: String]
+    /// The running redis-server's process id.
+    var pid: Int32? { child?.pid }
     var url: String { "redis://127.0.0.1:\(port)" }
 
     func start() async throws {
@@ -208,6 +212,7 @@ final class OwnRedis: @unchecked Sendable {
                 "--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory, "--save", "", "--appendonly", "yes",
                 "--appendfsync", appendfsync, "--maxmemory-policy", "noeviction",
             ],
+            environment: environment,
             logDirectory: directory
         )
         let deadline = ContinuousClock.now + .seconds(10)
