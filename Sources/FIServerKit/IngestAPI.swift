@@ -48,6 +48,10 @@ final class IngestAPI: Sendable {
             buffer = try await request.body.collect(upTo: settings.maxBodyBytes)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw APIError.tooLarge(limit: settings.maxBodyBytes)
+        } catch {
+            // The connection ended before the body did: the client went away,
+            // or sent it too slowly (ServerSettings.requestReadTimeout).
+            throw APIError.badRequest("incomplete_body", "the request body ended before it was complete")
         }
         let body: EventBody
         do {

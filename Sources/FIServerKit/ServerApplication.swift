@@ -25,7 +25,17 @@ public struct ServerSettings: Sendable {
     /// How often partition backlogs are re-read in the background.
     public var backlogRefreshInterval: Duration = .milliseconds(250)
     /// Connections idle this long are closed (slow clients cannot hold them).
+    /// A request head that never completes counts as idle.
     public var idleTimeout: Duration = .seconds(60)
+    /// A request must be received whole, head to the end of its body, within
+    /// this long of its head, or its connection is closed (a body trickled in
+    /// byte by byte cannot hold a connection).
+    public var requestReadTimeout: Duration = .seconds(30)
+    /// The largest request header, and the largest header block, in bytes; a
+    /// larger one is answered 400 and the connection closed.
+    public var maxHeaderBytes = 32 * 1024
+    /// The most header fields a request may carry.
+    public var maxHeaderFields = 100
     /// The in-process worker of embedded mode.
     public var embeddedWorker = WorkerConfiguration()
 
@@ -79,10 +89,9 @@ public enum ServerApplication {
             )
         }
 
-        let idle = settings.idleTimeout.components
         return Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
+            server: .http1(configuration: http1Configuration(settings, logger: logger)),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "fi-server"),
             services: [backlog],
             logger: logger

@@ -70,9 +70,10 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
 /// Metrics for the executables: a Prometheus registry bootstrapped into
 /// swift-metrics, and an HTTP endpoint that serves it.
 public enum Observability {
-    /// Sends logs to stderr at `level` and above. Call once, from an executable.
+    /// Sends logs to stderr at `level` and above, one line per record (see
+    /// ``OneLineLogHandler``). Call once, from an executable.
     public static func bootstrapLogging(level: Logger.Level) {
-        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
+        LoggingSystem.bootstrap { label in OneLineLogHandler(StderrLogHandler(label: label, level: level)) }
     }
 
     /// Bootstraps swift-metrics with a Prometheus registry. Call once, from an executable.

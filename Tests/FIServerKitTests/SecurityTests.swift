@@ -1,0 +1,440 @@
+import FIQueue
+import FIWorkerKit
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+@testable import FIServerKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Tokens file permissions, header limits, slow clients, log injection
+/// (issue 9, security). Each test fails if its protection is lost.
+@Suite("Security", .serialized)
+struct SecurityTests {
+    // MARK: Tokens file permissions
+
+    @Test("a world-readable tokens file is loaded with a warning; 0600 and 0640 load without one")
+    func tokensFilePermissions() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tokens-perm-\(UUID().uuidString.prefix(6))").path
+        try "a-secret-token-1 a\n".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+
+        chmod(file, 0o644)
+        let open = try TokenStore.load(path: file)
+        #expect(open.warning?.contains("world-readable") == true)
+        #expect(open.warning?.contains("a-secret-token-1") == false, "the warning never shows a token")
+        chmod(file, 0o604)
+        #expect(try TokenStore.load(path: file).warning != nil)
+        for mode: mode_t in [0o600, 0o640, 0o400] {
+            chmod(file, mode)
+            #expect(try TokenStore.load(path: file).warning == nil, "mode \(String(mode, radix: 8))")
+        }
+    }
+
+    @Test("fi-server logs the world-readable warning at start-up")
+    func tokensFileWarningIsLogged() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tokens-log-\(UUID().uuidString.prefix(6))").path
+        try "a-secret-token-1 a\n".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        chmod(file, 0o644)
+        var settings = ServerSettings()
+        settings.apiTokensFile = file
+        let capture = LogCapture()
+        _ = try ServerApplication.buildApplication(settings: settings, queue: InMemoryEventQueue(), registry: testRegistry, logger: capture.logger(level: .info))
+        let warnings = capture.records.filter { $0.contains("warning") && $0.contains("world-readable") }
+        #expect(warnings.count == 1, "\(capture.records)")
+
+        chmod(file, 0o600)
+        let quiet = LogCapture()
+        _ = try ServerApplication.buildApplication(settings: settings, queue: InMemoryEventQueue(), registry: testRegistry, logger: quiet.logger(level: .info))
+        #expect(!quiet.records.contains { $0.contains("world-readable") })
+    }
+
+    // MARK: Header limits
+
+    @Test("an oversized header, or too many headers, ends the request with 400 before the server reads it all; the server keeps serving")
+    func headerLimits() async throws {
+        var settings = ServerSettings()
+        settings.maxHeaderBytes = 16 * 1024
+        try await withLiveServer(settings) { port, queue in
+            // Just under the limit: accepted.
+            let fine = try RawClient(port: port)
+            try await fine.send(request(headers: "X-Pad: \(String(repeating: "p", count: 12 * 1024))\r\n"))
+            #expect(try await fine.readResponse().hasPrefix("HTTP/1.1 202"))
+
+            // 64 MiB of one header value: the server must stop reading long
+            // before the end (its header buffer is bounded), answer 400 and
+            // close, so we never get to send it all. (Loopback socket buffers
+            // alone take a few MiB without the server reading.)
+            let big = try RawClient(port: port)
+            let head = "POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nX-Big: "
+            let started = ContinuousClock.now
+            let (sent, closed) = try await big.sendUntilClosed(Array(head.utf8), then: UInt8(ascii: "b"), upTo: 64 << 20, within: .seconds(20))
+            #expect(sent < 64 << 20, "the server kept reading an unbounded header")
+            #expect(closed && ContinuousClock.now - started < .seconds(5), "the connection was not closed after the 400 (\(sent) bytes sent)")
+            let answer = try await big.readUntilClosed(within: .seconds(5))
+            #expect(answer.isEmpty || answer.hasPrefix("HTTP/1.1 400"), "\(answer.prefix(80))")
+
+            // 200 small headers (limit 100): 400 and closed.
+            let many = try RawClient(port: port)
+            let headers = (0..<200).map { "X-H\($0): v\r\n" }.joined()
+            try await many.send(request(headers: headers))
+            let manyAnswer = try await many.readUntilClosed(within: .seconds(5))
+            #expect(manyAnswer.isEmpty || manyAnswer.hasPrefix("HTTP/1.1 400"), "\(manyAnswer.prefix(80))")
+
+            // Still serving; only the good request was queued.
+            let after = try RawClient(port: port)
+            try await after.send(request(headers: ""))
+            #expect(try await after.readResponse().hasPrefix("HTTP/1.1 202"))
+            #expect(try await queue.streams(withPrefix: "fi:events:").count == 1)
+            let entries = try await queue.length(of: "fi:events:site_a")
+            #expect(entries == 2)
+        }
+    }
+
+    // MARK: Slow clients
+
+    @Test("slowloris: a request head sent a byte at a time is cut off after the idle timeout")
+    func slowHeaders() async throws {
+        var settings = ServerSettings()
+        settings.idleTimeout = .milliseconds(500)
+        settings.requestReadTimeout = .seconds(60)
+        try await withLiveServer(settings) { port, _ in
+            let client = try RawClient(port: port)
+            try await client.send(Array("POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nX-Slow: ".utf8))
+            let started = ContinuousClock.now
+            // One byte every 100 ms for at most 10 s (far longer than the timeout).
+            var closed = false
+            for _ in 0..<100 {
+                try await Task.sleep(for: .milliseconds(100))
+                if !(try client.trySend([UInt8(ascii: "s")])) || client.peerClosed() {
+                    closed = true
+                    break
+                }
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(closed, "the connection was still open after 10 s of a trickled header")
+            #expect(elapsed < .seconds(5), "\(elapsed)")
+        }
+    }
+
+    @Test("slow body: a body trickled in faster than the idle timeout is cut off by the request read timeout, and nothing is queued")
+    func slowBody() async throws {
+        var settings = ServerSettings()
+        settings.idleTimeout = .seconds(5)
+        settings.requestReadTimeout = .milliseconds(800)
+        try await withLiveServer(settings) { port, queue in
+            let client = try RawClient(port: port)
+            // The body declares 300 bytes; "{}" and then spaces arrive one every 100 ms.
+            try await client.send(Array("POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 300\r\n\r\n{}".utf8))
+            let started = ContinuousClock.now
+            var closed = false
+            for _ in 0..<100 {
+                try await Task.sleep(for: .milliseconds(100))
+                if !(try client.trySend([UInt8(ascii: " ")])) || client.peerClosed() {
+                    closed = true
+                    break
+                }
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(closed, "the connection was still open after 10 s of a trickled body")
+            #expect(elapsed >= .milliseconds(600) && elapsed < .seconds(4), "\(elapsed)")
+            #expect(try await queue.streams(withPrefix: "fi:").isEmpty, "a cut-off body is never queued")
+        }
+    }
+
+    @Test("the read timeout bounds one request, not a keep-alive connection: a second request after a pause is served")
+    func readTimeoutIsPerRequest() async throws {
+        var settings = ServerSettings()
+        settings.idleTimeout = .seconds(10)
+        settings.requestReadTimeout = .milliseconds(300)
+        try await withLiveServer(settings) { port, _ in
+            let client = try RawClient(port: port)
+            try await client.send(request(headers: ""))
+            #expect(try await client.readResponse().hasPrefix("HTTP/1.1 202"))
+            try await Task.sleep(for: .milliseconds(700))
+            try await client.send(request(headers: ""))
+            #expect(try await client.readResponse().hasPrefix("HTTP/1.1 202"))
+        }
+    }
+
+    // MARK: Log injection
+
+    @Test("log records stay on one line: control characters in messages, metadata and errors are escaped")
+    func oneLineLogs() {
+        let capture = LogCapture()
+        let logger = capture.logger(level: .debug)
+        struct Hostile: Error, CustomStringConvertible { var description: String { "bad\r\n2026-01-01 critical forged: [x] owned" } }
+        logger.warning(
+            "first\nsecond",
+            error: Hostile(),
+            metadata: [
+                "fi.a": "x\ny", "fi.b": .array(["\u{1B}[31mred", "ok"]), "fi.c": .dictionary(["k\n": "v\u{2028}w"]),
+                "fi.d": .stringConvertible(Hostile()),
+            ]
+        )
+        logger.info("plain")
+        #expect(capture.records.count == 2)
+        for record in capture.records {
+            #expect(record.filter { $0 == "\n" }.count == 1 && record.hasSuffix("\n"), "\(record)")
+            #expect(!record.dropLast().unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F || $0.value == 0x2028 })
+        }
+        let first = capture.records[0]
+        #expect(first.contains(#"first\nsecond"#))
+        #expect(first.contains(#"x\ny"#))
+        #expect(first.contains(#"\u{1B}[31mred"#))
+        #expect(first.contains(#"bad\r\n2026-01-01 critical forged"#))
+        #expect(OneLineLogHandler<StreamLogHandler>.escape("ñandú \"ok\"") == "ñandú \"ok\"", "printable text is unchanged")
+    }
+
+    @Test("hostile requests (control characters in ids, bodies, X-Request-Id) never produce a forged log line")
+    func noForgedLogLines() async throws {
+        let capture = LogCapture()
+        let queue = InMemoryEventQueue()
+        var settings = ServerSettings()
+        settings.storageRoot = FileManager.default.temporaryDirectory.appendingPathComponent("fi-sec-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: settings.storageRoot) }
+        let app = try ServerApplication.buildApplication(settings: settings, queue: queue, registry: testRegistry, logger: capture.logger(level: .trace))
+        try await app.test(.router) { client in
+            let ids = ["a%0Aforged", "a%0D%0Aforged", "%1B%5B31m", "a%E2%80%A8b", "ok-1"]
+            let bodies = [
+                #"{"metadata":{"site_id":"a\nforged"}}"#, #"{"metadata":{"site_id":"\u001b[31m"}}"#, "{\"x\":\"\n\"}", #"{"metadata":{"site_id":"a"}}"#,
+            ]
+            for id in ids {
+                for body in bodies {
+                    let headers: HTTPFields = [HTTPField.Name("X-Request-Id")!: "forged-request-id"]
+                    try await client.execute(uri: "/consultations/\(id)/events", method: .post, headers: headers, body: ByteBuffer(string: body)) { response in
+                        #expect(response.status == .accepted || response.status == .badRequest)
+                        #expect(response.headers[HTTPField.Name("X-Request-Id")!] != "forged-request-id", "the client's request id is not taken over")
+                    }
+                }
+                try await client.execute(uri: "/consultations/\(id)/events?site_id=a%0Aforged", method: .get) { #expect($0.status == .badRequest) }
+            }
+        }
+        #expect(capture.records.count >= 20, "the requests were logged at trace level")
+        for record in capture.records {
+            #expect(record.filter { $0 == "\n" }.count == 1, "\(record)")
+            #expect(!record.contains("forged"), "no user-controlled text is logged: \(record)")
+        }
+        // Only the valid event was queued, under a validated key.
+        #expect(try await queue.streams(withPrefix: "") == ["fi:events:site_a"])
+    }
+}
+
+// MARK: - Helpers
+
+/// Collects formatted log records (one `write` per record) through the same
+/// handler stack the executables use.
+final class LogCapture: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    var records: [String] { lines.withLock { $0 } }
+
+    struct Stream: TextOutputStream, Sendable {
+        let capture: LogCapture
+        mutating func write(_ string: String) { capture.lines.withLock { $0.append(string) } }
+    }
+
+    func logger(level: Logger.Level) -> Logger {
+        var logger = Logger(label: "fi.security.tests") { label in
+            OneLineLogHandler(StreamLogHandler(label: label, stream: Stream(capture: self), metadataProvider: nil))
+        }
+        logger.logLevel = level
+        return logger
+    }
+}
+
+func request(headers: String, body: String = #"{"metadata":{"site_id":"a"}}"#) -> [UInt8] {
+    Array("POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\n\(headers)Content-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+}
+
+/// Runs fi-server's HTTP application on 127.0.0.1 (a free port) over an
+/// in-memory queue for `body`, then shuts it down.
+func withLiveServer(_ settings: ServerSettings, _ body: @Sendable (Int, InMemoryEventQueue) async throws -> Void) async throws {
+    var settings = settings
+    settings.host = "127.0.0.1"
+    settings.port = try freePort()
+    settings.storageRoot = FileManager.default.temporaryDirectory.appendingPathComponent("fi-sec-\(UUID().uuidString.prefix(8))").path
+    defer { try? FileManager.default.removeItem(atPath: settings.storageRoot) }
+    let queue = InMemoryEventQueue()
+    let app = try ServerApplication.buildApplication(settings: settings, queue: queue, registry: testRegistry, logger: quietLogger)
+    let group = ServiceGroup(configuration: .init(services: [app], logger: quietLogger))
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        defer { tasks.cancelAll() }
+        // Wait (at most 10 s) until it accepts connections.
+        var ready = false
+        for _ in 0..<200 {
+            if (try? RawClient(port: settings.port)) != nil {
+                ready = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try #require(ready, "fi-server did not start listening on 127.0.0.1:\(settings.port)")
+        do {
+            try await body(settings.port, queue)
+        } catch {
+            await group.triggerGracefulShutdown()
+            throw error
+        }
+        await group.triggerGracefulShutdown()
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EMFILE) }
+    defer { close(fd) }
+    var address = loopback(port: 0)
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func loopback(port: Int) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return address
+}
+
+/// A raw, non-blocking TCP client: sends exactly the bytes it is given and
+/// polls with `Task.sleep`, never blocking a cooperative thread.
+final class RawClient: @unchecked Sendable {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var address = loopback(port: port)
+        // A loopback connect completes (or is refused) at once.
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw POSIXError(.ECONNREFUSED)
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+
+    deinit { close(fd) }
+
+    /// Sends what the socket takes now: `false` once the peer has closed.
+    func trySend(_ bytes: [UInt8]) throws -> Bool {
+        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if n >= 0 { return true }
+        if errno == EAGAIN || errno == EWOULDBLOCK { return true }
+        return false
+    }
+
+    /// Sends all of `bytes` (at most 5 s).
+    func send(_ bytes: [UInt8]) async throws {
+        var offset = 0
+        for _ in 0..<500 where offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                offset += n
+            } else if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK {
+                throw POSIXError(.EPIPE)
+            } else {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        if offset < bytes.count { throw POSIXError(.ETIMEDOUT) }
+    }
+
+    /// Sends `head`, then `filler` bytes up to `limit` in all, until the peer
+    /// closes or `within` passes.
+    /// - Returns: how many bytes went out, and whether the peer closed.
+    func sendUntilClosed(_ head: [UInt8], then filler: UInt8, upTo limit: Int, within: Duration) async throws -> (sent: Int, closed: Bool) {
+        try await send(head)
+        var total = head.count
+        let chunk = [UInt8](repeating: filler, count: 16 * 1024)
+        let deadline = ContinuousClock.now + within
+        while total < limit && ContinuousClock.now < deadline {
+            let n = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, min($0.count, limit - total), Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                total += n
+            } else if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK {
+                return (total, true)  // reset / broken pipe: the server closed
+            } else {
+                if peerClosed() { return (total, true) }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        return (total, peerClosed())
+    }
+
+    /// `true` when the peer has closed (EOF or reset); does not consume data.
+    func peerClosed() -> Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
+        if n == 0 { return true }
+        if n < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
+        return false
+    }
+
+    /// Reads one response (head + Content-Length body), at most 5 s.
+    func readResponse() async throws -> String {
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<500 {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                data.append(contentsOf: buffer[0..<n])
+                let text = String(decoding: data, as: UTF8.self)
+                if let split = text.range(of: "\r\n\r\n") {
+                    let head = text[..<split.lowerBound].lowercased()
+                    let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
+                        .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+                    if text.utf8.distance(from: split.upperBound.samePosition(in: text.utf8)!, to: text.utf8.endIndex) >= length {
+                        return text
+                    }
+                }
+            } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
+                return String(decoding: data, as: UTF8.self)
+            } else {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        throw POSIXError(.ETIMEDOUT)
+    }
+
+    /// Everything the peer sends until it closes; "" on a reset.
+    func readUntilClosed(within: Duration) async throws -> String {
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let deadline = ContinuousClock.now + within
+        while ContinuousClock.now < deadline {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                data.append(contentsOf: buffer[0..<n])
+            } else if n == 0 {
+                return String(decoding: data, as: UTF8.self)
+            } else if errno != EAGAIN && errno != EWOULDBLOCK {
+                return ""
+            } else {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        throw POSIXError(.ETIMEDOUT)
+    }
+}
