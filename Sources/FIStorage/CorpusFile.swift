@@ -54,7 +54,7 @@ struct CorpusColumns {
             var chunk: hsize_t = 0
             let chunkRank = H5Pget_chunk(dcpl.id, 1, &chunk)
             dcpl.close()
-            guard chunkRank == 1 else {
+            guard chunkRank == 1, chunk >= 1, chunk <= 1 << 32 else {
                 throw StorageError(code: .corrupt, message: "/events/\(name) in \(path) is not a chunked 1-D dataset")
             }
             let dapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_DATASET_ACCESS()), .plist, "H5Pcreate(dapl)")

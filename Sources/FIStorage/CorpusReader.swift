@@ -14,6 +14,10 @@ import Glibc
 /// appended since. A consultation index (built at open, extended on refresh)
 /// answers ``records(consultationID:)`` without scanning payloads.
 ///
+/// Nothing read from the file is trusted: dataset lengths are bounded by the
+/// storage actually allocated to them, and payload offsets must be
+/// non-decreasing and within `payload`, or the read throws `.corrupt`.
+///
 /// Every HDF5 call runs on this reader's own serial dispatch queue.
 public final class CorpusReader: Sendable {
     /// The corpus file being read.
@@ -97,8 +101,15 @@ final class ReaderCore: @unchecked Sendable {
     /// resolved when the rows are read.
     private var index: [Int: [UInt32]] = [:]
     private var indexedRows = 0
+    /// The length of `payload` as of the last refresh.
+    private var payloadBytes: UInt64 = 0
 
-    init(path: String, logger: Logger) throws {
+    /// See the comment where it is set.
+    static let metadataReadAttempts: UInt32 = 28
+
+    /// - Parameter metadataReadAttempts: for the fuzzer, which opens
+    ///   thousands of corrupt files and need not wait out a writer.
+    init(path: String, logger: Logger, metadataReadAttempts: UInt32 = ReaderCore.metadataReadAttempts) throws {
         var logger = logger
         logger[metadataKey: "fi.corpus.path"] = "\(path)"
         self.path = path
@@ -109,6 +120,12 @@ final class ReaderCore: @unchecked Sendable {
         columns = try HDF5Library.withLock {
             let fapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_FILE_ACCESS()), .plist, "H5Pcreate(fapl)")
             try HDF5Library.check(H5Pset_file_locking(fapl.id, false, true), "H5Pset_file_locking(off)")
+            // A SWMR reader re-reads metadata whose checksum fails (a writer may
+            // be mid-flush), sleeping 1 ns, 2 ns, 4 ns… between attempts. HDF5's
+            // default of 100 attempts makes that ~2^100 ns on a block that is
+            // really corrupt: the open never returns (found by the corpus
+            // fuzzer). 28 attempts wait out a flush for up to ~0.27 s in all.
+            try HDF5Library.check(H5Pset_metadata_read_attempts(fapl.id, metadataReadAttempts), "H5Pset_metadata_read_attempts")
             // No raw-data chunk cache: with one, a lookup's scattered one-row reads each
             // pull a whole chunk (1 MiB of consultation_id) into it; without, HDF5 reads
             // just the elements (measured: 30-40 ms → 1-3 ms per 100-row lookup in a
@@ -150,7 +167,16 @@ final class ReaderCore: @unchecked Sendable {
         let n = try HDF5Library.withLock { () throws -> Int in
             for column in columns.all { try column.refresh() }
             var n = try columns.rowColumns.map { try $0.count() }.min() ?? 0
+            // Rows never written read as zeros: a length beyond the storage of
+            // an (unfiltered) row column is corruption or a torn extension.
+            for column in columns.rowColumns where !column.filtered {
+                n = min(n, Int(clamping: column.storageBytes() / UInt64(column.type.elementSize)))
+            }
+            guard n <= Int(UInt32.max) else {
+                throw StorageError(code: .corrupt, message: "\(path) claims \(n) rows, more than a corpus holds")
+            }
             let bytes = UInt64(try columns.payload.count())
+            payloadBytes = bytes
             while n > 0 {
                 var end: UInt64 = 0
                 try columns.payloadEnd.read(at: n - 1, count: 1, into: &end)
@@ -208,6 +234,7 @@ final class ReaderCore: @unchecked Sendable {
             try received.withUnsafeMutableBytes { try columns.receivedAtMs.read(at: low, count: k, into: $0.baseAddress!) }
             try ends.withUnsafeMutableBytes { try columns.payloadEnd.read(at: low, count: k, into: $0.baseAddress!) }
             if low > 0 { try columns.payloadEnd.read(at: low - 1, count: 1, into: &firstStart) }
+            try checkOffsets(rows: low..<high, starts: [firstStart] + ends.dropLast(), ends: ends)
             let total = Int(ends[k - 1] - firstStart)
             payload = [UInt8](repeating: 0, count: total)
             if total > 0 {
@@ -217,6 +244,21 @@ final class ReaderCore: @unchecked Sendable {
         var starts = [UInt64](repeating: 0, count: k)
         for i in 0..<k { starts[i] = i == 0 ? firstStart : ends[i - 1] }
         return assemble(cids: cids, sids: sids, received: received, starts: starts, ends: ends, payload: payload, base: firstStart)
+    }
+
+    /// Payload offsets read from the file: each row's range lies within
+    /// `payload` and after the previous row's (rows ascending), so a corrupt
+    /// file throws here instead of trapping on the arithmetic below.
+    private func checkOffsets(rows: some Collection<Int>, starts: [UInt64], ends: [UInt64]) throws {
+        var previousEnd: UInt64 = 0
+        for (i, row) in rows.enumerated() {
+            guard starts[i] <= ends[i], ends[i] <= payloadBytes, starts[i] >= previousEnd else {
+                throw StorageError(
+                    code: .corrupt,
+                    message: "row \(row) of \(path) has payload bytes \(starts[i])..<\(ends[i]), outside 0..<\(payloadBytes) or out of order")
+            }
+            previousEnd = ends[i]
+        }
     }
 
     private func assemble(cids: [UInt8], sids: [UInt8], received: [Int64], starts: [UInt64], ends: [UInt64],
@@ -292,6 +334,7 @@ final class ReaderCore: @unchecked Sendable {
             try previousEnds.withUnsafeMutableBytes { try columns.payloadEnd.read(points: previous, into: $0.baseAddress!) }
             let shift = rows[0] == 0 ? 1 : 0
             for i in 0..<k { starts[i] = i < shift ? 0 : previousEnds[i - shift] }
+            try checkOffsets(rows: rows, starts: starts, ends: ends)
             // Merge adjacent rows' byte ranges, then read them all in one selection.
             var ranges = [Range<Int>]()
             var total = 0

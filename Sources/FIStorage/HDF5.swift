@@ -160,7 +160,17 @@ final class Column: @unchecked Sendable {
             if rank < 0 { throw HDF5Library.error("H5Sget_simple_extent_dims(\(name))") }
             throw StorageError(code: .corrupt, message: "dataset \(name) has rank \(rank), expected 1")
         }
+        guard dims <= hsize_t(Int.max / max(1, type.elementSize)) else {
+            throw StorageError(code: .corrupt, message: "dataset \(name) claims \(dims) elements")
+        }
         return Int(dims)
+    }
+
+    /// The bytes of the file allocated to this dataset's chunks (HDF5 reads
+    /// never-written chunks as zeros, so a corrupt length is bounded by this
+    /// for an unfiltered dataset).
+    func storageBytes() -> UInt64 {
+        UInt64(H5Dget_storage_size(id))
     }
 
     func setCount(_ count: Int) throws {
