@@ -140,19 +140,7 @@ public final class RedisEventQueue: EventQueue {
             blocking = block
         }
         command += args("STREAMS", stream, ownPending ? "0" : ">")
-        let reply = try check(try await run(key: stream, command, sideEffects: false, block: blocking, shape: .streamEntries))
-        if reply == .null { return [] }
-        if case .entries(let entries) = reply { return entries }
-        guard let streams = reply.array else { throw EventQueueError(.protocol, "XREADGROUP replied \(reply)") }
-        var out: [StreamEntry] = []
-        for s in streams {
-            guard let pair = s.array, pair.count == 2, let entries = pair[1].array else {
-                throw EventQueueError(.protocol, "XREADGROUP replied a malformed stream")
-            }
-            out.reserveCapacity(entries.count)
-            for e in entries { out.append(try parseEntry(e)) }
-        }
-        return out
+        return try Self.decodeReadGroup(try check(try await run(key: stream, command, sideEffects: false, block: blocking, shape: .streamEntries)))
     }
 
     public func ack(_ group: String, on stream: String, ids: [StreamEntryID]) async throws -> Int {
@@ -170,55 +158,19 @@ public final class RedisEventQueue: EventQueue {
         try Validate.count(count)
         let minIdleMs = try Validate.minIdle(minIdle)
         let command = args("EVAL", Self.claimScript, "1", stream, group, consumer, String(minIdleMs), start.description, String(count))
-        let reply = try check(try await run(key: stream, command, sideEffects: false))
-        guard let parts = reply.array, parts.count == 4,
-              let cursorBytes = parts[0].bytes, let cursor = StreamEntryID(bytes: cursorBytes),
-              let entries = parts[1].array, let deleted = parts[2].array, let counts = parts[3].array,
-              counts.count == entries.count
-        else { throw EventQueueError(.protocol, "claim script replied \(reply)") }
-        var claimed: [ClaimedEntry] = []
-        for (e, c) in zip(entries, counts) {
-            claimed.append(ClaimedEntry(entry: try parseEntry(e), deliveryCount: Int(c.int ?? 0)))
-        }
-        let deletedIDs = try deleted.map { v -> StreamEntryID in
-            guard let b = v.bytes, let id = StreamEntryID(bytes: b) else { throw EventQueueError(.protocol, "bad deleted id \(v)") }
-            return id
-        }
-        return ClaimResult(entries: claimed, deletedIDs: deletedIDs, nextStart: cursor == .zero ? nil : cursor)
+        return try Self.decodeClaim(try check(try await run(key: stream, command, sideEffects: false)))
     }
 
     public func pending(_ group: String, on stream: String) async throws -> PendingSummary {
         try Validate.key(stream, "stream name")
         try Validate.key(group, "group name")
-        let reply = try check(try await run(key: stream, args("XPENDING", stream, group), sideEffects: false))
-        guard let parts = reply.array, parts.count == 4, let count = parts[0].int else {
-            throw EventQueueError(.protocol, "XPENDING replied \(reply)")
-        }
-        var consumers: [String: Int] = [:]
-        for c in parts[3].array ?? [] {
-            guard let pair = c.array, pair.count == 2, let name = pair[0].string, let n = pair[1].int else {
-                throw EventQueueError(.protocol, "XPENDING replied a malformed consumer \(c)")
-            }
-            consumers[name] = Int(n)
-        }
-        return PendingSummary(
-            count: Int(count),
-            lowest: parts[1].bytes.flatMap { StreamEntryID(bytes: $0) },
-            highest: parts[2].bytes.flatMap { StreamEntryID(bytes: $0) },
-            consumers: consumers
-        )
+        return try Self.decodePending(try check(try await run(key: stream, args("XPENDING", stream, group), sideEffects: false)))
     }
 
     public func oldestPendingIdle(_ group: String, on stream: String) async throws -> Duration? {
         try Validate.key(stream, "stream name")
         try Validate.key(group, "group name")
-        let reply = try check(try await run(key: stream, args("XPENDING", stream, group, "-", "+", "1"), sideEffects: false))
-        guard let rows = reply.array else { throw EventQueueError(.protocol, "XPENDING replied \(reply)") }
-        guard let first = rows.first else { return nil }
-        guard let row = first.array, row.count == 4, let idle = row[2].int else {
-            throw EventQueueError(.protocol, "XPENDING replied \(reply)")
-        }
-        return .milliseconds(idle)
+        return try Self.decodeOldestPendingIdle(try check(try await run(key: stream, args("XPENDING", stream, group, "-", "+", "1"), sideEffects: false)))
     }
 
     public func length(of stream: String) async throws -> Int {
@@ -365,31 +317,6 @@ public final class RedisEventQueue: EventQueue {
         return EventQueueError(code, text)
     }
 
-    private func parseEntry(_ v: RESPValue) throws -> StreamEntry {
-        guard let pair = v.array, pair.count == 2, let idBytes = pair[0].bytes, let id = StreamEntryID(bytes: idBytes) else {
-            throw EventQueueError(.protocol, "malformed stream entry \(v)")
-        }
-        var fields: [StreamField] = []
-        switch pair[1] {
-        case .null:
-            break
-        case .array(let flat):
-            guard flat.count % 2 == 0 else { throw EventQueueError(.protocol, "odd field list in entry \(id)") }
-            fields.reserveCapacity(flat.count / 2)
-            var i = 0
-            while i < flat.count {
-                guard let name = flat[i].string, let value = flat[i + 1].bytes else {
-                    throw EventQueueError(.protocol, "malformed field in entry \(id)")
-                }
-                fields.append(StreamField(name: name, value: value))
-                i += 2
-            }
-        default:
-            throw EventQueueError(.protocol, "malformed field list in entry \(id)")
-        }
-        return StreamEntry(id: id, fields: fields)
-    }
-
     // MARK: - Routing
 
     /// Runs one command on the node serving `key`, following cluster redirects.
@@ -519,19 +446,10 @@ public final class RedisEventQueue: EventQueue {
         for endpoint in candidates {
             do {
                 let reply = try check(try await send(to: node(for: endpoint), [args("CLUSTER", "SLOTS")], sideEffects: false)[0])
-                guard let ranges = reply.array, !ranges.isEmpty else {
-                    throw EventQueueError(.protocol, "CLUSTER SLOTS replied \(reply)")
-                }
                 var map = [NodeClient?](repeating: nil, count: ClusterSlot.count)
-                for r in ranges {
-                    guard let parts = r.array, parts.count >= 3,
-                          let lo = parts[0].int, let hi = parts[1].int, lo >= 0, hi < ClusterSlot.count, lo <= hi,
-                          let master = parts[2].array, master.count >= 2, let port = master[1].int
-                    else { throw EventQueueError(.protocol, "CLUSTER SLOTS replied a malformed range \(r)") }
-                    var host = master[0].string ?? ""
-                    if host.isEmpty || host == "?" { host = endpoint.host }
-                    let n = node(for: RedisEndpoint(host: host, port: Int(port), username: options.username, password: options.password))
-                    for s in Int(lo)...Int(hi) { map[s] = n }
+                for range in try Self.decodeSlotRanges(reply, defaultHost: endpoint.host) {
+                    let n = node(for: RedisEndpoint(host: range.host, port: range.port, username: options.username, password: options.password))
+                    for s in range.slots { map[s] = n }
                 }
                 topology.withLock { $0.slots = map }
                 return
