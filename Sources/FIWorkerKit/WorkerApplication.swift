@@ -73,7 +73,14 @@ public enum Observability {
     /// Sends logs to stderr at `level` and above, one line per record (see
     /// ``OneLineLogHandler``). Call once, from an executable.
     public static func bootstrapLogging(level: Logger.Level) {
-        LoggingSystem.bootstrap { label in OneLineLogHandler(StderrLogHandler(label: label, level: level)) }
+        LoggingSystem.bootstrap { label in
+            var output = StreamLogHandler.standardError(label: label)
+            output.logLevel = level
+            // OneLineLogHandler keeps logger metadata itself and hands it over only
+            // when a record is written: StreamLogHandler would re-format it on every
+            // `logger[metadataKey:] = …`, which Hummingbird does once per request.
+            return OneLineLogHandler(output)
+        }
     }
 
     /// Bootstraps swift-metrics with a Prometheus registry. Call once, from an executable.
