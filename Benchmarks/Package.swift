@@ -10,6 +10,9 @@ let package = Package(
     dependencies: [
         .package(name: "fi-scale", path: ".."),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .executableTarget(
@@ -25,6 +28,17 @@ let package = Package(
         .executableTarget(
             name: "bare-http",
             dependencies: [.product(name: "Hummingbird", package: "hummingbird")]
+        ),
+        // Consultation sessions against any fi-server: Poisson arrivals at a target
+        // sessions/day, time-compressed; latency percentiles and a corpus check.
+        .executableTarget(
+            name: "fi-load",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
     ]
 )

@@ -6,6 +6,7 @@
 #   Benchmarks/run.sh storage       # FIStorage vs h5py
 #   Benchmarks/run.sh worker        # fi-worker drain vs the reference Python worker
 #   Benchmarks/run.sh http          # fi-server vs the reference FastAPI service vs a bare Hummingbird route
+#   Benchmarks/run.sh sessions      # fi-load: consultation sessions at the plan's milestones, and where p95 crosses 50 ms
 #
 # Builds fi-bench in release mode first. Prints `RESULT …` lines; record them,
 # the command and the machine in Docs/benchmarks.md.
@@ -186,11 +187,90 @@ bench_http() {
     rm -rf "$storage"
 }
 
+# Consultation sessions (fi-load, see Docs/capacity.md): each of the plan's milestones — 300, 1,000
+# and 10,000 sessions/day — as one day of sessions compressed into DAY_SECONDS (default 120) wall
+# seconds, so the load applied is the milestone × 86,400 / DAY_SECONDS in real-time terms; each
+# followed by the corpus check. Then the search: the same compression, the target doubled from
+# SEARCH_START (2,000 sessions/day) until p95 passes 50 ms or errors pass 1 % (halved if it starts
+# above), then bisected BISECT (4) times, STEP_SECONDS (30) per step, without the corpus check
+# (VERIFY_SEARCH=1 adds it).
+# MODE=embedded (default: fi-server alone) or MODE=redis (a local redis-server and one fi-worker --all).
+# Writes OUT (default Benchmarks/results/sessions-<mode>-<time>.csv); plot with
+# scripts/plot_sessions.py OUT Docs/capacity-p95.png.
+bench_sessions() {
+    build_binaries
+    machine
+    local mode=${MODE:-embedded} day=${DAY_SECONDS:-120} step=${STEP_SECONDS:-30} port=${FI_BENCH_REDIS_PORT:-6596}
+    local http_port=${FI_BENCH_HTTP_PORT:-7401} out storage compression base queue_args=() wpid="" lo hi mid verify=()
+    out=${OUT:-$here/results/sessions-$mode-$(date -u +%Y%m%dT%H%M%SZ).csv}
+    mkdir -p "$(dirname "$out")"
+    compression=$(awk -v d="$day" 'BEGIN{printf "%g", 86400/d}')
+    base="http://127.0.0.1:$http_port"
+    storage=$(mktemp -d /tmp/fi-bench-storage.XXXXXX)
+    pid=""
+    if [ "$mode" = redis ]; then
+        start_redis "$port"
+        queue_args=(--redis-url "redis://127.0.0.1:$port")
+    fi
+    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$wpid" ] && kill "$wpid" 2>/dev/null; stop_redis; rm -rf "$storage"' EXIT
+    "$server" --port "$http_port" "${queue_args[@]}" --storage "$storage" --log-level warning &
+    pid=$!
+    if [ "$mode" = redis ]; then
+        "$worker" --all "${queue_args[@]}" --storage "$storage" --log-level warning &
+        wpid=$!
+    fi
+    for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+    echo "# mode=$mode compression=$compression (a day in $day s) out=$out"
+
+    # run LABEL SESSIONS_PER_DAY DURATION [fi-load flags…]: one fi-load run, appending a CSV row.
+    run() {
+        local label=$1 target=$2 seconds=$3
+        shift 3
+        "$scratch/release/fi-load" --url "$base" --sessions-per-day "$target" --compression "$compression" \
+            --duration "$seconds" --csv "$out" --label "$label" "$@" >/dev/null || echo "# fi-load exited $?"
+        tail -1 "$out" | sed 's/^/# /'
+    }
+    # A column of the last CSV row, by header name.
+    last() { awk -F, -v name="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) c = i } END { print $c }' "$out"; }
+    crossed() { awk -v p="$(last p95_ms)" -v e="$(last errors)" -v n="$(last requests)" 'BEGIN { exit !(p > 50 || (n > 0 && e / n > 0.01)) }'; }
+
+    for milestone in 300 1000 10000; do
+        run "milestone-$milestone" "$milestone" "$day"
+    done
+
+    [ "${VERIFY_SEARCH:-0}" = 1 ] || verify=(--no-verify)
+    # Double (or halve) from SEARCH_START until the p95 crossing is bracketed, then bisect.
+    lo="" hi="" mid=${SEARCH_START:-2000}
+    for _ in $(seq 1 12); do
+        run "search" "$mid" "$step" "${verify[@]}"
+        if crossed; then hi=$mid; else lo=$mid; fi
+        [ -n "$lo" ] && [ -n "$hi" ] && break
+        if [ -n "$hi" ]; then mid=$((mid / 2)); else mid=$((mid * 2)); fi
+        [ "$mid" -ge 1 ] || break
+    done
+    if [ -n "$lo" ] && [ -n "$hi" ]; then
+        for _ in $(seq 1 "${BISECT:-4}"); do
+            mid=$(((lo + hi) / 2))
+            run "search" "$mid" "$step" "${verify[@]}"
+            if crossed; then hi=$mid; else lo=$mid; fi
+        done
+        echo "RESULT bench=sessions mode=$mode compression=$compression p95_crosses_50ms_between_sessions_per_day=$lo..$hi applied_sessions_per_day=$(awk -v a="$lo" -v b="$hi" -v c="$compression" 'BEGIN{printf "%.0f..%.0f", a*c, b*c}')"
+    else
+        echo "RESULT bench=sessions mode=$mode compression=$compression p95_crossing_not_bracketed lo=${lo:-none} hi=${hi:-none}"
+    fi
+    curl -s "$base/capacity" | tr -d '\n' | cut -c1-600 | sed 's/^/# GET \/capacity: /'; echo
+    kill -TERM "$pid"; wait "$pid" || true
+    pid=""
+    if [ -n "$wpid" ]; then kill -TERM "$wpid"; wait "$wpid" || true; wpid=""; fi
+    echo "# wrote $out"
+}
+
 case "${1:-}" in
 partition) bench_partition ;;
 storage) bench_storage ;;
 queue) bench_queue ;;
 worker) bench_worker ;;
 http) bench_http ;;
-*) echo "usage: $0 partition|queue|storage|worker|http" >&2; exit 2 ;;
+sessions) bench_sessions ;;
+*) echo "usage: $0 partition|queue|storage|worker|http|sessions" >&2; exit 2 ;;
 esac
