@@ -212,7 +212,7 @@ bench_sessions() {
         start_redis "$port"
         queue_args=(--redis-url "redis://127.0.0.1:$port")
     fi
-    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$wpid" ] && kill "$wpid" 2>/dev/null; stop_redis; rm -rf "$storage"' EXIT
+    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid"; [ -n "$wpid" ] && kill "$wpid" 2>/dev/null && wait "$wpid"; stop_redis; rm -rf "$storage"' EXIT
     "$server" --port "$http_port" "${queue_args[@]}" --storage "$storage" --log-level warning &
     pid=$!
     if [ "$mode" = redis ]; then
@@ -232,7 +232,12 @@ bench_sessions() {
     }
     # A column of the last CSV row, by header name.
     last() { awk -F, -v name="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) c = i } END { print $c }' "$out"; }
-    crossed() { awk -v p="$(last p95_ms)" -v e="$(last errors)" -v n="$(last requests)" 'BEGIN { exit !(p > 50 || (n > 0 && e / n > 0.01)) }'; }
+    # Crossed: p95 above 50 ms, errors above 1 %, or under 90 % of the applied request rate achieved
+    # (server or load generator saturated: the target load was not applied).
+    crossed() {
+        awk -v p="$(last p95_ms)" -v e="$(last errors)" -v n="$(last requests)" -v r="$(last request_rate)" -v a="$(last applied_sessions_per_day)" \
+            'BEGIN { exit !(p > 50 || (n > 0 && e / n > 0.01) || r < 0.9 * a * 20 / 86400) }'
+    }
 
     for milestone in 300 1000 10000; do
         run "milestone-$milestone" "$milestone" "$day"
