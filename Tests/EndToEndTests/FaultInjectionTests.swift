@@ -109,7 +109,7 @@ struct FaultInjectionTests {
 
     @Test(
         "disk full on the storage volume (a 16 MiB tmpfs filled up): the worker stops acknowledging, backs off, dead-letters nothing, resumes when space returns; nothing lost",
-        .enabled(if: Faults.isRoot, "mounting a tmpfs needs root")
+        .enabled(if: Faults.canMountTmpfs, "mounting a tmpfs needs root with CAP_SYS_ADMIN")
     )
     func diskFull() async throws {
         let redis = try await OwnRedis()
@@ -161,7 +161,7 @@ struct FaultInjectionTests {
 
     @Test(
         "corpus file made read-only (chattr +i) under a running worker: that partition backs off without dead-lettering, the other keeps going, it resumes when permissions return; nothing lost",
-        .enabled(if: Faults.isRoot, "chattr +i needs root (root ignores chmod)")
+        .enabled(if: Faults.canSetImmutable, "chattr +i needs root with CAP_LINUX_IMMUTABLE (and root ignores chmod)")
     )
     func readOnlyCorpus() async throws {
         let redis = try await OwnRedis()

@@ -226,6 +226,22 @@ enum Faults {
 
     static var isRoot: Bool { geteuid() == 0 }
 
+    /// Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN: not in an unprivileged container).
+    static let canMountTmpfs: Bool = {
+        guard isRoot, let mount = try? TmpfsMount(sizeMiB: 1) else { return false }
+        _ = mount
+        return true
+    }()
+
+    /// Whether this process may set the immutable attribute (root with CAP_LINUX_IMMUTABLE, on a file system that has it).
+    static let canSetImmutable: Bool = {
+        let path = NSTemporaryDirectory() + "/fi-immutable-probe-\(getpid())"
+        guard FileManager.default.createFile(atPath: path, contents: Data("x".utf8)) else { return false }
+        defer { unlink(path) }
+        guard setImmutable(path, true) else { return false }
+        return setImmutable(path, false)
+    }()
+
     /// Open file descriptors of a process (-1 if it is gone).
     static func openFiles(_ pid: Int32) -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
