@@ -181,16 +181,14 @@ final class PartitionRunner: Sendable {
                     settling = Task { try await self.settle(ids) }
                 }
                 backoff.reset()
-            } catch is CancellationError {
-                break
             } catch {
-                // Entries read but not persisted stay pending for this
-                // consumer; recovery re-reads them in order before anything new.
-                needsRecovery = true
-                // Never abandon a read in flight: if it reached Redis after the
-                // recovery below, its entries would be pending yet unseen, and
-                // later rows would pass them. Let it finish (BLOCK bounds it);
-                // whatever it delivered is pending and recovered in order.
+                // The batch in hand (if any) was not stored, so the prefetched
+                // next batch must not be either: a later row in the file would
+                // put the batch in hand below the watermark, and recovery would
+                // take it for stored. Never abandon a read in flight either: if
+                // it reached Redis after the recovery below, its entries would
+                // be pending yet unseen. Let it finish (BLOCK bounds it) and
+                // leave what it delivered pending, recovered in order later.
                 if let pending = prefetch {
                     prefetch = nil
                     _ = try? await pending.value
@@ -199,6 +197,11 @@ final class PartitionRunner: Sendable {
                     settling = nil
                     _ = try? await last.value
                 }
+                // Lease lost or task cancelled: stop (nothing is left to finish).
+                if error is CancellationError { break }
+                // Entries read but not persisted stay pending for this
+                // consumer; recovery re-reads them in order before anything new.
+                needsRecovery = true
                 if let storageError = error as? StorageError, storageError.code != .locked {
                     // The writer refuses appends after an HDF5/I/O failure; reopen it.
                     try? await writer?.close()

@@ -1,0 +1,103 @@
+import FIPartitioning
+import FIQueue
+import FIStorage
+import Foundation
+import Synchronization
+import Testing
+
+@testable import FIWorkerKit
+
+/// An in-memory queue whose `readGroup` calls can be intercepted, to put a
+/// runner's pipeline into states that real timing only reaches by chance.
+final class HookedQueue: EventQueue, Sendable {
+    let inner = InMemoryEventQueue()
+    /// Called after the n-th (1-based) `readGroup` returned from the inner queue.
+    let afterRead: @Sendable (_ n: Int, _ queue: InMemoryEventQueue) async throws -> Void
+    private let reads = Atomic<Int>(0)
+
+    init(afterRead: @escaping @Sendable (Int, InMemoryEventQueue) async throws -> Void) {
+        self.afterRead = afterRead
+    }
+
+    func readGroup(_ group: String, consumer: String, from stream: String, count: Int, block: Duration?, ownPending: Bool) async throws -> [StreamEntry] {
+        let n = reads.add(1, ordering: .relaxed).newValue
+        let entries = try await inner.readGroup(group, consumer: consumer, from: stream, count: count, block: block, ownPending: ownPending)
+        try await afterRead(n, inner)
+        return entries
+    }
+
+    func append(to stream: String, fields: [StreamField]) async throws -> StreamEntryID { try await inner.append(to: stream, fields: fields) }
+    func createGroup(_ group: String, on stream: String) async throws { try await inner.createGroup(group, on: stream) }
+    func ack(_ group: String, on stream: String, ids: [StreamEntryID]) async throws -> Int { try await inner.ack(group, on: stream, ids: ids) }
+    func autoClaim(_ group: String, consumer: String, on stream: String, minIdle: Duration, start: StreamEntryID, count: Int) async throws -> ClaimResult {
+        try await inner.autoClaim(group, consumer: consumer, on: stream, minIdle: minIdle, start: start, count: count)
+    }
+    func pending(_ group: String, on stream: String) async throws -> PendingSummary { try await inner.pending(group, on: stream) }
+    func oldestPendingIdle(_ group: String, on stream: String) async throws -> Duration? { try await inner.oldestPendingIdle(group, on: stream) }
+    func length(of stream: String) async throws -> Int { try await inner.length(of: stream) }
+    func delete(from stream: String, ids: [StreamEntryID]) async throws -> Int { try await inner.delete(from: stream, ids: ids) }
+    func streams(withPrefix prefix: String) async throws -> [String] { try await inner.streams(withPrefix: prefix) }
+    func ping() async throws { try await inner.ping() }
+    func acquireLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool { try await inner.acquireLease(key, owner: owner, ttl: ttl) }
+    func renewLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool { try await inner.renewLease(key, owner: owner, ttl: ttl) }
+    func releaseLease(_ key: String, owner: String) async throws -> Bool { try await inner.releaseLease(key, owner: owner) }
+    func leaseOwners(withPrefix prefix: String) async throws -> [String: String] { try await inner.leaseOwners(withPrefix: prefix) }
+    func close() async { await inner.close() }
+}
+
+@Suite("PartitionRunner pipeline order")
+struct PipelineOrderTests {
+    /// Found by the three-node end-to-end test under load: a lease that looked
+    /// expired for a moment (a late renewal) stopped the batch in hand before
+    /// its append, the runner then stored the batch it had already prefetched,
+    /// and the file's watermark passed the unstored batch — which recovery then
+    /// acknowledged as stored. Lost.
+    @Test("a batch stopped by a lease lapse is never overtaken by the prefetched batch; recovery stores both, in order")
+    func leaseLapseKeepsOrder() async throws {
+        try await withStorage { storage in
+            let key = PartitionKey.hashPartition(7)
+            let lease = LeaseClock(ttl: .seconds(60))
+            lease.granted(sentAt: .now)
+            let lateIDs = Mutex<[StreamEntryID]>([])
+            let queue = HookedQueue { n, inner in
+                switch n {
+                case 1:
+                    // The batch in hand (A) has been read. Batch B arrives for the
+                    // prefetch, and the lease lapses before A is stored.
+                    for i in 10..<15 {
+                        let id = try await inner.append(to: key.streamName, fields: event("b", i))
+                        lateIDs.withLock { $0.append(id) }
+                    }
+                    lease.revoke()
+                case 2:
+                    // The prefetch has read B; by the time it returns the lease is renewed.
+                    try await Task.sleep(for: .milliseconds(300))
+                    lease.granted(sentAt: .now)
+                default:
+                    break
+                }
+            }
+            let configuration = fastConfiguration(storage: storage, partitions: [key])
+            var sent: [StreamEntryID] = []
+            for i in 0..<10 { sent.append(try await queue.append(to: key.streamName, fields: event("a", i))) }
+
+            let first = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+            await first.run()  // ends at the lapse
+            sent += lateIDs.withLock { $0 }
+            #expect(sent.count == 15)
+            let afterLapse = try await corpusRows(key, storage: storage).map(\.streamID)
+            #expect(afterLapse == Array(sent.prefix(afterLapse.count)).map(\.description), "rows are a prefix of the stream")
+
+            // The partition is taken again (same consumer, lease valid): recovery stores everything pending, in order.
+            lease.granted(sentAt: .now)
+            let again = PartitionRunner(key: key, queue: queue.inner, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+            let second = Task { await again.run() }
+            try await eventually("every entry stored and the stream emptied") {
+                try await queue.length(of: key.streamName) == 0
+            }
+            again.stop()
+            await second.value
+            #expect(try await corpusRows(key, storage: storage).map(\.streamID) == sent.map(\.description), "each entry once, in stream order")
+        }
+    }
+}
