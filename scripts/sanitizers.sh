@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The scheduled sanitizer job: every suite under Thread Sanitizer, then under
+# Address Sanitizer, each in its own scratch directory (each is a full build
+# of the package and its dependencies with instrumentation — too slow for
+# every CI run; see Docs/reliability.md for the measured times).
+#
+#   scripts/sanitizers.sh [thread|address]...   (default: thread address)
+#
+# Runs through scripts/test.sh, so Redis and the Redis Cluster are started and
+# stopped as for the normal suites. Extra suppressions for reports inside
+# dependencies are in scripts/tsan.supp (none inside our code).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/opt/swift/usr/bin:$PATH
+
+kinds=("$@")
+[ ${#kinds[@]} -eq 0 ] && kinds=(thread address)
+
+status=0
+for kind in "${kinds[@]}"; do
+    case "$kind" in
+        thread)
+            export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/scripts/tsan.supp"
+            ;;
+        address)
+            # LeakSanitizer is off: HDF5, hiredis and the Swift runtime keep
+            # process-lifetime allocations it cannot tell from leaks; the soak
+            # test watches memory growth instead.
+            export ASAN_OPTIONS="detect_leaks=0 halt_on_error=1"
+            ;;
+        *) echo "usage: $0 [thread|address]..." >&2; exit 2 ;;
+    esac
+    scratch=.build-${kind:0:1}san
+    start=$(date +%s)
+    echo "sanitizers: building and testing with --sanitize=$kind in $scratch"
+    if swift build --build-tests --sanitize="$kind" --scratch-path "$scratch"; then
+        built=$(date +%s)
+        echo "sanitizers: $kind build took $((built - start))s"
+        if ./scripts/test.sh --sanitize="$kind" --scratch-path "$scratch"; then
+            echo "sanitizers: $kind: all suites passed (tests took $(( $(date +%s) - built ))s)"
+        else
+            echo "sanitizers: $kind: FAILED" >&2
+            status=1
+        fi
+    else
+        echo "sanitizers: $kind build FAILED" >&2
+        status=1
+    fi
+done
+exit $status
