@@ -42,6 +42,14 @@ struct EventBodyTests {
         #expect(!isValid(bytes))
     }
 
+    @Test("numbers follow RFC 8259's grammar, not Double's range: a huge exponent is valid JSON (found by the differential fuzzer)")
+    func hugeNumbers() {
+        #expect(isValid(Array(#"{"a":[1,-2.5e99999999999999999999999999,1E-400,123456789012345678901234567890]}"#.utf8)))
+        #expect(!isValid(Array(#"{"a":1e}"#.utf8)))
+        #expect(!isValid(Array(#"{"a":-}"#.utf8)))
+        #expect(!isValid(Array(#"{"a":1.e5}"#.utf8)))
+    }
+
     @Test("metadata.site_id is read after long plain text")
     func siteAfterLongText() throws {
         let text = String(repeating: "plain text 0123456789 ", count: 50)
