@@ -36,21 +36,9 @@ struct LocalClusterTests {
             for _ in 0..<200 {
                 let base = Int.random(in: 20_000..<29_000, using: &generator)
                 let ports = Array(base..<(base + 7)) + [base + 10_000, base + 10_001, base + 10_002]
-                if ports.allSatisfy(canBind) { return base }
+                if ports.allSatisfy({ E2E.canBind(port: $0) }) { return base }
             }
             throw EventQueueError(.unavailable, "no free port range on 127.0.0.1")
-        }
-
-        static func canBind(_ port: Int) -> Bool {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = UInt16(port).bigEndian
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-            }
         }
 
         func run(_ command: String, timeout: Duration) async throws -> (status: Int32?, log: String) {

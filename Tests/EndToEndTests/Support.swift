@@ -79,6 +79,16 @@ enum E2E {
 
     /// Whether something accepts TCP connections on 127.0.0.1:`port`.
     static func canConnect(port: Int) -> Bool {
+        onLoopback(port: port) { connect($0, $1, $2) == 0 }
+    }
+
+    /// Whether a listener could bind 127.0.0.1:`port` now.
+    static func canBind(port: Int) -> Bool {
+        onLoopback(port: port) { bind($0, $1, $2) == 0 }
+    }
+
+    /// Calls `body` with a fresh TCP socket and the address 127.0.0.1:`port`; closes the socket.
+    private static func onLoopback(port: Int, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Bool) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -86,7 +96,7 @@ enum E2E {
         address.sin_port = UInt16(port).bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
     }
 
