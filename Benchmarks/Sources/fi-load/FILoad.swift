@@ -173,17 +173,20 @@ struct FILoad: AsyncParsableCommand {
     func runSession(_ plan: SessionPlan, start: ContinuousClock.Instant, client: HTTPClient, base: String, stats: Stats) async {
         var allAccepted = true
         for request in plan.requests {
-            try? await Task.sleep(until: start + .seconds(request.offsetSeconds / compression), clock: .continuous)
+            // Latency runs from the request's scheduled time, not from when it was sent: a request that
+            // waits behind a slow server (for a connection, or because an earlier one was late) counts
+            // that wait, as a real client would (no coordinated omission).
+            let scheduled = start + .seconds(request.offsetSeconds / compression)
+            try? await Task.sleep(until: scheduled, clock: .continuous)
             var http = HTTPClientRequest(url: "\(base)/consultations/\(plan.consultationID)/events")
             http.method = .POST
             http.headers.add(name: "Content-Type", value: "application/json")
             if let token { http.headers.add(name: "Authorization", value: "Bearer \(token)") }
             http.body = .bytes(ByteBuffer(bytes: request.body))
-            let sent = ContinuousClock.now
             do {
                 let response = try await client.execute(http, timeout: .seconds(30))
                 _ = try await response.body.collect(upTo: 1 << 20)
-                let elapsed = (ContinuousClock.now - sent).seconds
+                let elapsed = (ContinuousClock.now - scheduled).seconds
                 if response.status == .accepted {
                     stats.record(seconds: elapsed, status: nil, accepted: (plan.consultationID, request.eventID))
                 } else {
@@ -192,7 +195,7 @@ struct FILoad: AsyncParsableCommand {
                 }
             } catch {
                 allAccepted = false
-                stats.record(seconds: (ContinuousClock.now - sent).seconds, status: "transport", accepted: nil)
+                stats.record(seconds: (ContinuousClock.now - scheduled).seconds, status: "transport", accepted: nil)
             }
         }
         stats.sessionDone(fullyAccepted: allAccepted)
