@@ -219,6 +219,11 @@ public protocol EventQueue: Sendable {
     /// Deletes entries (XDEL). Only for entries already acknowledged and persisted.
     func delete(from stream: String, ids: [StreamEntryID]) async throws -> Int
 
+    /// Deletes every entry with an id up to and including `id` (`XTRIM stream MINID <id + 1>`, exact);
+    /// returns how many were deleted. Cheaper than ``delete(from:ids:)`` for a consumer that has
+    /// persisted everything up to `id` in order; never use it past what is persisted.
+    func trim(_ stream: String, through id: StreamEntryID) async throws -> Int
+
     /// The names of the streams whose names start with `prefix` (every master in a cluster), sorted.
     func streams(withPrefix prefix: String) async throws -> [String]
 

@@ -194,6 +194,16 @@ public final class InMemoryEventQueue: EventQueue {
         }
     }
 
+    public func trim(_ stream: String, through id: StreamEntryID) async throws -> Int {
+        try Validate.key(stream, "stream name")
+        let now = options.now()
+        return try state.withLock { s in
+            try s.checkOpen()
+            try s.checkNotLease(stream, now: now)
+            return s.streams[stream]?.trim(through: id) ?? 0
+        }
+    }
+
     public func streams(withPrefix prefix: String) async throws -> [String] {
         try state.withLock { s in
             try s.checkOpen()
@@ -361,6 +371,12 @@ struct StreamState {
             for (i, e) in entries.enumerated() where !doomed.contains(i) { kept.append(e) }
             entries = kept
         }
+        return n
+    }
+
+    mutating func trim(through id: StreamEntryID) -> Int {
+        let n = lowerBound(entries, id, by: \.id) + (index(of: id) == nil ? 0 : 1)
+        entries.removeFirst(n)
         return n
     }
 

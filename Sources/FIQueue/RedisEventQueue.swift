@@ -185,6 +185,19 @@ public final class RedisEventQueue: EventQueue {
         return try integer(try await run(key: stream, command, sideEffects: false), "XDEL")
     }
 
+    public func trim(_ stream: String, through id: StreamEntryID) async throws -> Int {
+        try Validate.key(stream, "stream name")
+        let command: [[UInt8]]
+        if id.seq < .max {
+            command = args("XTRIM", stream, "MINID") + [StreamEntryID(ms: id.ms, seq: id.seq + 1).bytes]
+        } else if id.ms < .max {
+            command = args("XTRIM", stream, "MINID") + [StreamEntryID(ms: id.ms + 1, seq: 0).bytes]
+        } else {
+            command = args("XTRIM", stream, "MAXLEN", "0")  // through the largest id there is: everything
+        }
+        return try integer(try await run(key: stream, command, sideEffects: false), "XTRIM")
+    }
+
     public func streams(withPrefix prefix: String) async throws -> [String] {
         try await scanKeys(withPrefix: prefix, type: "stream")
     }

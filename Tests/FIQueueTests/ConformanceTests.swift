@@ -305,6 +305,39 @@ struct ConformanceTests {
         }
     }
 
+    @Test("trim deletes every entry up to and including an id", arguments: Backend.all)
+    func trimThrough(_ backend: Backend) async throws {
+        try await withQueue(backend) { q, prefix in
+            let stream = "\(prefix):trim"
+            #expect(try await q.trim(stream, through: StreamEntryID(ms: 1, seq: 0)) == 0)  // no stream
+            var ids: [StreamEntryID] = []
+            for i in 0..<6 { ids.append(try await q.append(to: stream, fields: fields(i))) }
+            try await q.createGroup("g", on: stream)
+            #expect(try await q.readGroup("g", consumer: "c", from: stream, count: 10).count == 6)
+            #expect(try await q.trim(stream, through: StreamEntryID(ms: 0, seq: 1)) == 0)  // below every entry
+            #expect(try await q.trim(stream, through: ids[1]) == 2)
+            #expect(try await q.trim(stream, through: ids[1]) == 0)
+            #expect(try await q.length(of: stream) == 4)
+            // Through an id between two entries: the lower one goes, the higher one stays.
+            let between = ids[3].seq > 0 ? StreamEntryID(ms: ids[3].ms, seq: ids[3].seq - 1) : StreamEntryID(ms: ids[3].ms - 1, seq: .max)
+            #expect(try await q.trim(stream, through: between) == 1)
+            #expect(try await q.length(of: stream) == 3)
+            // Trimmed entries that were pending are reported as deleted by a claim.
+            let claim = try await q.autoClaim("g", consumer: "c2", on: stream, minIdle: .zero, start: .zero, count: 10)
+            #expect(claim.deletedIDs == Array(ids[0...2]))
+            #expect(claim.entries.map(\.entry.id) == Array(ids[3...5]))
+            #expect(try await q.readGroup("g", consumer: "c2", from: stream, count: 10, block: nil, ownPending: true).map(\.id) == Array(ids[3...5]))
+            #expect(try await q.trim(stream, through: StreamEntryID(ms: .max, seq: .max)) == 3)
+            #expect(try await q.length(of: stream) == 0)
+            let next = try await q.append(to: stream, fields: fields(9))
+            #expect(next > ids[5])
+            #expect(try await q.length(of: stream) == 1)
+            let leaseKey = "\(prefix):trim-lease"
+            #expect(try await q.acquireLease(leaseKey, owner: "o", ttl: .seconds(30)))
+            await expectQueueError(.wrongType) { try await q.trim(leaseKey, through: .zero) }
+        }
+    }
+
     @Test("streams are listed by prefix: only streams, on every master", arguments: Backend.all)
     func listStreams(_ backend: Backend) async throws {
         try await withQueue(backend) { q, prefix in

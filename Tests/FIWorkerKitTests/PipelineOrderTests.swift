@@ -36,6 +36,7 @@ final class HookedQueue: EventQueue, Sendable {
     func oldestPendingIdle(_ group: String, on stream: String) async throws -> Duration? { try await inner.oldestPendingIdle(group, on: stream) }
     func length(of stream: String) async throws -> Int { try await inner.length(of: stream) }
     func delete(from stream: String, ids: [StreamEntryID]) async throws -> Int { try await inner.delete(from: stream, ids: ids) }
+    func trim(_ stream: String, through id: StreamEntryID) async throws -> Int { try await inner.trim(stream, through: id) }
     func streams(withPrefix prefix: String) async throws -> [String] { try await inner.streams(withPrefix: prefix) }
     func ping() async throws { try await inner.ping() }
     func acquireLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool { try await inner.acquireLease(key, owner: owner, ttl: ttl) }
