@@ -138,7 +138,12 @@ final class RedisConnection: @unchecked Sendable {
     /// Sends `commands` back to back and returns their replies (error replies included).
     /// - Parameter timeout: socket timeout for this request (blocking reads), else the command timeout.
     func send(_ commands: [[[UInt8]]], timeout: Duration? = nil, sideEffects: Bool, shape: ReplyShape = .generic) async throws -> [RESPValue] {
-        let payload = RESP.encode(commands)
+        try await send(RESPCommands(commands), timeout: timeout, sideEffects: sideEffects, shape: shape)
+    }
+
+    /// Sends commands already RESP-encoded back to back and returns their replies.
+    func send(_ commands: RESPCommands, timeout: Duration? = nil, sideEffects: Bool, shape: ReplyShape = .generic) async throws -> [RESPValue] {
+        let payload = commands.bytes
         return try await withCheckedThrowingContinuation { cont in
             condition.lock()
             if closed {
@@ -212,10 +217,18 @@ final class RedisConnection: @unchecked Sendable {
             redisSetTimeout(ctx, timeval(timeout))
             currentTimeout = timeout
         }
-        writeBuffer.removeAll(keepingCapacity: true)
-        for r in batch { writeBuffer.append(contentsOf: r.payload) }
-        let written = writeAll(ctx, writeBuffer)
-        if written < writeBuffer.count {
+        let total: Int
+        let written: Int
+        if batch.count == 1 {
+            total = batch[0].payload.count
+            written = writeAll(ctx, batch[0].payload)
+        } else {
+            writeBuffer.removeAll(keepingCapacity: true)
+            for r in batch { writeBuffer.append(contentsOf: r.payload) }
+            total = writeBuffer.count
+            written = writeAll(ctx, writeBuffer)
+        }
+        if written < total {
             if written == 0 {
                 // Nothing reached the server: nothing was applied.
                 let reason = "write failed: \(String(cString: strerror(CHiredis_errno())))"
@@ -382,6 +395,51 @@ final class RedisConnection: @unchecked Sendable {
             }
             return offset
         }
+    }
+}
+
+/// Commands RESP-encoded back to back, ready for the socket.
+struct RESPCommands: Sendable {
+    private(set) var bytes: [UInt8] = []
+    private(set) var count = 0
+
+    init() {}
+
+    init(_ commands: [[[UInt8]]]) {
+        bytes = RESP.encode(commands)
+        count = commands.count
+    }
+
+    /// Starts a command of `arguments` arguments; append exactly that many next.
+    mutating func begin(arguments: Int, reserving capacity: Int = 0) {
+        bytes.reserveCapacity(bytes.count + capacity + 16)
+        bytes.append(UInt8(ascii: "*"))
+        RESP.appendDecimal(arguments, to: &bytes)
+        bytes.append(13)
+        bytes.append(10)
+        count += 1
+    }
+
+    mutating func argument(_ value: some Collection<UInt8>) {
+        bytes.append(UInt8(ascii: "$"))
+        RESP.appendDecimal(value.count, to: &bytes)
+        bytes.append(13)
+        bytes.append(10)
+        bytes.append(contentsOf: value)
+        bytes.append(13)
+        bytes.append(10)
+    }
+
+    mutating func argument(_ value: String) {
+        var value = value
+        value.withUTF8 { argument($0) }
+    }
+
+    static func + (lhs: RESPCommands, rhs: RESPCommands) -> RESPCommands {
+        var out = lhs
+        out.bytes += rhs.bytes
+        out.count += rhs.count
+        return out
     }
 }
 

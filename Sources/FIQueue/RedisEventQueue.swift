@@ -107,11 +107,15 @@ public final class RedisEventQueue: EventQueue {
     public func append(to stream: String, fields: [StreamField]) async throws -> StreamEntryID {
         try Validate.key(stream, "stream name")
         try Validate.fields(fields)
-        var command: [[UInt8]] = [Self.XADD, Array(stream.utf8), Self.STAR]
-        command.reserveCapacity(3 + 2 * fields.count)
+        // Encoded straight into the bytes the connection writes: no argument arrays per append.
+        var command = RESPCommands()
+        command.begin(arguments: 3 + 2 * fields.count, reserving: fields.reduce(64 + stream.utf8.count) { $0 + $1.name.utf8.count + $1.value.count + 32 })
+        command.argument(Self.XADD)
+        command.argument(stream)
+        command.argument(Self.STAR)
         for f in fields {
-            command.append(Array(f.name.utf8))
-            command.append(f.value)
+            command.argument(f.name)
+            command.argument(f.value)
         }
         let reply = try check(try await run(key: stream, command, sideEffects: true))
         guard let bytes = reply.bytes, let id = StreamEntryID(bytes: bytes) else {
@@ -334,13 +338,20 @@ public final class RedisEventQueue: EventQueue {
 
     /// Runs one command on the node serving `key`, following cluster redirects.
     private func run(key: String, _ command: [[UInt8]], sideEffects: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> RESPValue {
+        try await run(key: key, RESPCommands([command]), sideEffects: sideEffects, block: block, shape: shape)
+    }
+
+    private static let asking = RESPCommands([[Array("ASKING".utf8)]])
+
+    /// Sends one encoded command to the node serving `key`, following cluster redirects.
+    private func run(key: String, _ command: RESPCommands, sideEffects: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> RESPValue {
         var redirects = 0
         var askNode: NodeClient?
         var retried = false
         let slot = clustered ? ClusterSlot.of(key) : 0
         while true {
             let node = try askNode ?? self.node(forSlot: slot)
-            let commands = askNode == nil ? [command] : [[Array("ASKING".utf8)], command]
+            let commands = askNode == nil ? command : Self.asking + command
             let replies: [RESPValue]
             do {
                 replies = try await send(to: node, commands, sideEffects: sideEffects, block: block, shape: shape)
@@ -384,6 +395,10 @@ public final class RedisEventQueue: EventQueue {
     }
 
     private func send(to node: NodeClient, _ commands: [[[UInt8]]], sideEffects: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> [RESPValue] {
+        try await send(to: node, RESPCommands(commands), sideEffects: sideEffects, block: block, shape: shape)
+    }
+
+    private func send(to node: NodeClient, _ commands: RESPCommands, sideEffects: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> [RESPValue] {
         if let block {
             return try await node.withBlockingConnection { c in
                 try await c.send(commands, timeout: block + options.commandTimeout, sideEffects: sideEffects, shape: shape)
