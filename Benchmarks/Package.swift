@@ -27,7 +27,7 @@ let package = Package(
         // framework's own ceiling, measured beside fi-server.
         .executableTarget(
             name: "bare-http",
-            dependencies: [.product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: [.product(name: "Hummingbird", package: "hummingbird")]
         ),
         // Consultation sessions against any fi-server: Poisson arrivals at a target
         // sessions/day, time-compressed; latency percentiles and a corpus check.

@@ -4,8 +4,6 @@ import FIWorkerKit
 import Foundation
 import Hummingbird
 import Logging
-import NIOCore
-import NIOPosix
 import Prometheus
 import ServiceLifecycle
 
@@ -104,9 +102,6 @@ public enum ServerApplication {
     /// SIGTERM/SIGINT. Embedded mode then drains: every event answered 202 is
     /// in its corpus before the process exits.
     public static func run(settings: ServerSettings, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
-        if ProcessInfo.processInfo.environment["FI_NIO_EXECUTOR"] == "1" {
-            _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        }
         let queue: any EventQueue
         let target = settings.queue ?? .inMemory
         do {

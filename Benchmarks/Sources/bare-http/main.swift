@@ -3,12 +3,6 @@
 //   bare-http [PORT]
 import Foundation
 import Hummingbird
-import NIOCore
-import NIOPosix
-
-if ProcessInfo.processInfo.environment["FI_NIO_EXECUTOR"] == "1" {
-    _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-}
 
 let port = CommandLine.arguments.dropFirst().first.flatMap(Int.init) ?? 7201
 let router = Router()
