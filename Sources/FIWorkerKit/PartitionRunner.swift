@@ -77,9 +77,10 @@ final class PartitionRunner: Sendable {
         // its own append (flush + sync) has returned.
         var prefetch: Task<[StreamEntry], any Error>?
         var settling: Task<Void, any Error>?
-        /// Reads the next batch. While the stream has a backlog (each read
-        /// comes back full) up to `commitBatches` reads are joined into one
-        /// batch, so one flush + sync commits them all (group commit).
+        /// Reads the next batch. While the stream has a backlog (the first
+        /// read of `batchSize` comes back full) a second read, without
+        /// blocking, takes up to `commitBatches - 1` batches more, so one
+        /// flush + sync commits them all (group commit).
         func read() -> Task<[StreamEntry], any Error> {
             let block = isStopping ? nil : configuration.readBlock
             return Task {
@@ -92,18 +93,15 @@ final class PartitionRunner: Sendable {
                     block: block,
                     ownPending: false
                 )
-                var reads = 1
-                while reads < self.configuration.commitBatches, entries.count == reads * size, self.mayWrite {
-                    let more = try await self.queue.readGroup(
+                if self.configuration.commitBatches > 1, entries.count == size, self.mayWrite {
+                    entries += try await self.queue.readGroup(
                         self.configuration.group,
                         consumer: self.configuration.consumer,
                         from: stream,
-                        count: size,
+                        count: size * (self.configuration.commitBatches - 1),
                         block: nil,
                         ownPending: false
                     )
-                    entries += more
-                    reads += 1
                 }
                 return entries
             }
