@@ -95,7 +95,7 @@ final class RedisConnection: @unchecked Sendable {
         var timeout: Duration?
         var sideEffects: Bool
         var shape: ReplyShape
-        var continuation: CheckedContinuation<[RESPValue], any Error>
+        var continuation: UnsafeContinuation<[RESPValue], any Error>
     }
 
     let endpoint: RedisEndpoint
@@ -144,7 +144,8 @@ final class RedisConnection: @unchecked Sendable {
     /// Sends commands already RESP-encoded back to back and returns their replies.
     func send(_ commands: RESPCommands, timeout: Duration? = nil, sideEffects: Bool, shape: ReplyShape = .generic) async throws -> [RESPValue] {
         let payload = commands.bytes
-        return try await withCheckedThrowingContinuation { cont in
+        // Unsafe (unchecked): every request is resumed exactly once, by the connection thread or by close().
+        return try await withUnsafeThrowingContinuation { cont in
             condition.lock()
             if closed {
                 condition.unlock()
