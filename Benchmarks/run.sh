@@ -229,10 +229,20 @@ bench_sessions() {
     for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
     echo "# mode=$mode compression=$compression (a day in $day s) out=$out"
 
+    # Waits (at most 120 s) until fi-server reports no backlog, so a step does not pay for the
+    # previous step's queue: a saturated step leaves events for the worker to drain.
+    settle() {
+        for _ in $(seq 1 240); do
+            [ "$(curl -s "$base/metrics" | awk '/^fi_queue_backlog/ { s += $2 } END { print s + 0 }')" = 0 ] && return
+            sleep 0.5
+        done
+        echo "# backlog still not drained after 120 s"
+    }
     # run LABEL SESSIONS_PER_DAY DURATION [fi-load flags…]: one fi-load run, appending a CSV row.
     run() {
         local label=$1 target=$2 seconds=$3
         shift 3
+        settle
         "$scratch/release/fi-load" --url "$base" --sessions-per-day "$target" --compression "$compression" \
             --duration "$seconds" --csv "$out" --label "$label" "$@" >/dev/null || echo "# fi-load exited $?"
         tail -1 "$out" | sed 's/^/# /'
