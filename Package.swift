@@ -41,6 +41,10 @@ let package = Package(
             providers: [.apt(["libhdf5-dev"])]
         ),
 
+        // The lock the other modules guard shared state with (a TSan-visible one
+        // under `-Xswiftc -DFI_TSAN`; see Sources/FILocking/Locked.swift).
+        .target(name: "FILocking"),
+
         .target(
             name: "FIPartitioning",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
@@ -48,14 +52,14 @@ let package = Package(
         .target(
             name: "FIQueue",
             dependencies: [
-                "CHiredis",
+                "CHiredis", "FILocking",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "FIStorage",
             dependencies: [
-                "CHDF5",
+                "CHDF5", "FILocking",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -69,7 +73,7 @@ let package = Package(
         .target(
             name: "FIWorkerKit",
             dependencies: [
-                "FIPartitioning", "FIQueue", "FIStorage",
+                "FILocking", "FIPartitioning", "FIQueue", "FIStorage",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -81,7 +85,7 @@ let package = Package(
         .target(
             name: "FIServerKit",
             dependencies: [
-                "FIPartitioning", "FIQueue", "FIStorage", "FICapacity", "FIWorkerKit",
+                "FILocking", "FIPartitioning", "FIQueue", "FIStorage", "FICapacity", "FIWorkerKit",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -114,18 +118,18 @@ let package = Package(
         ),
 
         .testTarget(name: "FIPartitioningTests", dependencies: ["FIPartitioning"]),
-        .testTarget(name: "FIQueueTests", dependencies: ["FIQueue"]),
-        .testTarget(name: "FIStorageTests", dependencies: ["FIStorage"]),
+        .testTarget(name: "FIQueueTests", dependencies: ["FIQueue", "FILocking"]),
+        .testTarget(name: "FIStorageTests", dependencies: ["FIStorage", "FILocking"]),
         // Test-only child process for FIStorageTests' kill -9 recovery test.
         .executableTarget(name: "FIStorageCrashWriter", dependencies: ["FIStorage"], path: "Tests/FIStorageCrashWriter"),
         .testTarget(name: "FICapacityTests", dependencies: ["FICapacity"]),
-        .testTarget(name: "FIWorkerKitTests", dependencies: ["FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning"]),
+        .testTarget(name: "FIWorkerKitTests", dependencies: ["FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning", "FILocking"]),
         // Starts the built fi-server / fi-worker binaries against real Redis.
         .testTarget(name: "EndToEndTests", dependencies: ["FIQueue", "FIStorage", "FIPartitioning"]),
         .testTarget(
             name: "FIServerKitTests",
             dependencies: [
-                "FIServerKit", "FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning", "FICapacity",
+                "FIServerKit", "FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning", "FICapacity", "FILocking",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]

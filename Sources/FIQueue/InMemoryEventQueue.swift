@@ -1,3 +1,4 @@
+import FILocking
 import Synchronization
 
 #if canImport(Glibc)
@@ -21,7 +22,7 @@ public final class InMemoryEventQueue: EventQueue {
     }
 
     private let options: Options
-    private let state = Mutex(MemoryState())
+    private let state = Locked(MemoryState())
 
     public init(options: Options = .init()) {
         self.options = options

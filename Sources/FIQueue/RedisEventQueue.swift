@@ -1,3 +1,4 @@
+import FILocking
 import Logging
 import Synchronization
 
@@ -35,7 +36,7 @@ public final class RedisEventQueue: EventQueue {
     private let logger: Logger
     private let clustered: Bool
     private let seeds: [RedisEndpoint]
-    private let topology: Mutex<Topology>
+    private let topology: Locked<Topology>
     /// The node of a single-server queue.
     private let single: NodeClient?
 
@@ -65,7 +66,7 @@ public final class RedisEventQueue: EventQueue {
             topology.nodes[seeds[0].address] = node
             single = node
         }
-        self.topology = Mutex(topology)
+        self.topology = Locked(topology)
     }
 
     /// Connects to one Redis server: `redis://[[username]:password@]host[:port][/db]`.
@@ -497,7 +498,7 @@ final class NodeClient: Sendable {
     private let settings: ConnectionSettings
     private let logger: Logger
     private let maxBlocking: Int
-    private let pool = Mutex(Pool())
+    private let pool = Locked(Pool())
 
     private struct Pool {
         var idle: [RedisConnection] = []

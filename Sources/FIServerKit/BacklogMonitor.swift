@@ -1,3 +1,4 @@
+import FILocking
 import FIPartitioning
 import FIQueue
 import Logging
@@ -19,7 +20,7 @@ final class BacklogMonitor: Service, Sendable {
     private let limit: Int
     private let interval: Duration
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(queue: any EventQueue, limit: Int, interval: Duration, logger: Logger) {
         self.queue = queue

@@ -1,4 +1,5 @@
 import FICapacity
+import FILocking
 import Foundation
 import Hummingbird
 import Prometheus
@@ -20,7 +21,7 @@ final class CapacityAPI: Sendable {
     private let registry: PrometheusCollectorRegistry
     private let tokens: TokenStore?
     private let origin = ContinuousClock.now
-    private let history: Mutex<MetricsHistory>
+    private let history: Locked<MetricsHistory>
     private let workers: Int
 
     /// - Parameters:
@@ -33,7 +34,7 @@ final class CapacityAPI: Sendable {
         self.workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
         let start = try? PrometheusExposition(parsing: String(decoding: registry.emitToBuffer(), as: UTF8.self))
         // windowSeconds is a positive constant, so this cannot fail.
-        self.history = Mutex(try! MetricsHistory(windowSeconds: windowSeconds, start: 0, baseline: start))
+        self.history = Locked(try! MetricsHistory(windowSeconds: windowSeconds, start: 0, baseline: start))
     }
 
     func addRoutes(to router: Router<some RequestContext>) {

@@ -1,3 +1,4 @@
+import FILocking
 import FIPartitioning
 import FIStorage
 import Foundation
@@ -9,7 +10,7 @@ import Synchronization
 final class CorpusReaders: Sendable {
     private let storageRoot: String
     private let logger: Logger
-    private let readers = Mutex<[PartitionKey: CorpusReader]>([:])
+    private let readers = Locked<[PartitionKey: CorpusReader]>([:])
 
     init(storageRoot: String, logger: Logger) {
         self.storageRoot = storageRoot

@@ -1,3 +1,4 @@
+import FILocking
 import FIPartitioning
 import FIQueue
 import FIStorage
@@ -15,8 +16,8 @@ final class IngestAPI: Sendable {
     private let tokens: TokenStore?
     private let backlog: BacklogMonitor
     private let readers: CorpusReaders
-    private let accepted = Mutex<[PartitionKey: Counter]>([:])
-    private let queueErrors = Mutex<[String: Counter]>([:])
+    private let accepted = Locked<[PartitionKey: Counter]>([:])
+    private let queueErrors = Locked<[String: Counter]>([:])
 
     init(settings: ServerSettings, queue: any EventQueue, tokens: TokenStore?, backlog: BacklogMonitor, readers: CorpusReaders) throws {
         self.settings = settings

@@ -1,3 +1,4 @@
+import FILocking
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -71,7 +72,7 @@ final class HTTPMetrics: Sendable {
         let status: Int
     }
 
-    private let instruments = Mutex<[Key: (Counter, Timer)]>([:])
+    private let instruments = Locked<[Key: (Counter, Timer)]>([:])
 
     func record(route: String, method: HTTPRequest.Method, status: HTTPResponse.Status, elapsed: Duration) {
         let key = Key(route: route, method: method, status: status.code)

@@ -1,4 +1,5 @@
 internal import CHDF5
+import FILocking
 import Foundation
 import Logging
 import Synchronization
@@ -24,13 +25,13 @@ public final class CorpusReader: Sendable {
     public let path: String
     private let queue: DispatchQueue
     private let core: ReaderCore
-    private let rows: Mutex<Int>
+    private let rows: Locked<Int>
 
     private init(path: String, queue: DispatchQueue, core: ReaderCore) {
         self.path = path
         self.queue = queue
         self.core = core
-        self.rows = Mutex(core.rowCount)
+        self.rows = Locked(core.rowCount)
     }
 
     /// Opens `path` for SWMR reading and indexes its consultations.

@@ -1,4 +1,5 @@
 internal import CHDF5
+import FILocking
 import Foundation
 import Logging
 import Synchronization
@@ -68,13 +69,13 @@ public final class CorpusWriter: Sendable {
     public let path: String
     private let queue: DispatchQueue
     private let core: WriterCore
-    private let snapshot: Mutex<Snapshot>
+    private let snapshot: Locked<Snapshot>
 
     private init(path: String, queue: DispatchQueue, core: WriterCore) {
         self.path = path
         self.queue = queue
         self.core = core
-        self.snapshot = Mutex(Snapshot(lastStreamID: core.lastStreamID, rowCount: core.rowCount))
+        self.snapshot = Locked(Snapshot(lastStreamID: core.lastStreamID, rowCount: core.rowCount))
     }
 
     /// Opens (creating on first use, recovering after a crash) the corpus at `path`.

@@ -1,3 +1,4 @@
+import FILocking
 import FIPartitioning
 import FIQueue
 import Foundation
@@ -41,8 +42,8 @@ public final class EventWorker: Service, Sendable {
     /// name (which is shared by every restart on one host).
     public let instanceID: String
     private let stopping = Atomic<Bool>(false)
-    private let state = Mutex<[PartitionKey: Held]>([:])
-    private let drainedAfterStop = Mutex<Set<PartitionKey>>([])
+    private let state = Locked<[PartitionKey: Held]>([:])
+    private let drainedAfterStop = Locked<Set<PartitionKey>>([])
 
     private struct Held {
         let runner: PartitionRunner

@@ -1,3 +1,4 @@
+import FILocking
 import Synchronization
 
 /// How long this worker may still act on a partition lease, by its own
@@ -8,7 +9,7 @@ import Synchronization
 /// than that, so the worker always stops before any other worker can take the
 /// lease over. A runner checks ``isValid`` before every write.
 final class LeaseClock: Sendable {
-    private let validUntil = Mutex<ContinuousClock.Instant>(.now)
+    private let validUntil = Locked<ContinuousClock.Instant>(.now)
     let ttl: Duration
 
     init(ttl: Duration) { self.ttl = ttl }

@@ -1,3 +1,4 @@
+import FILocking
 import FIPartitioning
 import Metrics
 import Synchronization
@@ -15,8 +16,8 @@ final class PartitionProgress: Sendable {
     let batchDuration: Timer
     let commits: Counter
     /// Rows appended and commits (append + flush + sync) since the partition was taken.
-    private let totals = Mutex<PartitionStatistics>(PartitionStatistics())
-    private let window = Mutex<(count: Int, since: ContinuousClock.Instant)>((0, .now))
+    private let totals = Locked<PartitionStatistics>(PartitionStatistics())
+    private let window = Locked<(count: Int, since: ContinuousClock.Instant)>((0, .now))
 
     init(key: PartitionKey) {
         let dimensions = [("partition", key.rawValue)]

@@ -1,3 +1,4 @@
+import FILocking
 import Foundation
 import Synchronization
 import Testing
@@ -19,7 +20,7 @@ func raw(_ address: String, _ args: String...) async throws -> RESPValue {
 
 /// Collects what concurrent appenders got back.
 final class AppendLog: Sendable {
-    private let state = Mutex<(ids: [StreamEntryID], errors: [EventQueueError])>(([], []))
+    private let state = Locked<(ids: [StreamEntryID], errors: [EventQueueError])>(([], []))
     let stop = Atomic<Bool>(false)
 
     func record(_ id: StreamEntryID) { state.withLock { $0.ids.append(id) } }

@@ -1,3 +1,4 @@
+import FILocking
 import FIQueue
 import FIWorkerKit
 import Foundation
@@ -234,7 +235,7 @@ struct SecurityTests {
 /// Collects formatted log records (one `write` per record) through the same
 /// handler stack the executables use.
 final class LogCapture: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let lines = Locked<[String]>([])
 
     var records: [String] { lines.withLock { $0 } }
 

@@ -1,3 +1,4 @@
+import FILocking
 import FIStorage
 import Foundation
 import Synchronization
@@ -120,7 +121,7 @@ struct CorpusFuzzRegressionTests {
 }
 
 final class Flag: Sendable {
-    private let value = Mutex(false)
+    private let value = Locked(false)
     var isSet: Bool { value.withLock { $0 } }
     func set() { value.withLock { $0 = true } }
 }

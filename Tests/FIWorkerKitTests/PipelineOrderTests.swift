@@ -1,3 +1,4 @@
+import FILocking
 import FIPartitioning
 import FIQueue
 import FIStorage
@@ -59,7 +60,7 @@ struct PipelineOrderTests {
             let key = PartitionKey.hashPartition(7)
             let lease = LeaseClock(ttl: .seconds(60))
             lease.granted(sentAt: .now)
-            let lateIDs = Mutex<[StreamEntryID]>([])
+            let lateIDs = Locked<[StreamEntryID]>([])
             let queue = HookedQueue { n, inner in
                 switch n {
                 case 1:
