@@ -165,6 +165,10 @@ final class PartitionRunner: Sendable {
                     case .waitingForOthers:
                         try await Task.sleep(for: min(.seconds(1), configuration.claimIdle))
                         continue
+                    case .interrupted:
+                        // Back to the top: it stops there, or, if the lease
+                        // came back, recovers again before reading anything new.
+                        continue
                     }
                 }
 
@@ -234,7 +238,14 @@ final class PartitionRunner: Sendable {
         logger.info("partition released", metadata: ["fi.lease_valid": "\(lease.isValid)"])
     }
 
-    enum RecoveryState { case done, waitingForOthers }
+    enum RecoveryState {
+        case done
+        case waitingForOthers
+        /// Stopped (stop requested, or the lease lapsed) before every pending
+        /// entry was stored: nothing new may be read — a new row above the
+        /// unclaimed ones would move the watermark past them.
+        case interrupted
+    }
 
     /// Claims every pending entry of the group on this stream, in id order,
     /// and persists them. Entries pending at other consumers (a previous owner)
@@ -257,7 +268,7 @@ final class PartitionRunner: Sendable {
         }
         var start = StreamEntryID(ms: 0, seq: 0)
         for _ in 0..<1_000_000 {
-            guard mayWrite, !isStopping || drainOnStop else { return .done }
+            guard mayWrite, !isStopping || drainOnStop else { return .interrupted }
             let result = try await queue.autoClaim(
                 configuration.group,
                 consumer: configuration.consumer,

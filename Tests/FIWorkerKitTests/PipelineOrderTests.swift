@@ -14,10 +14,17 @@ final class HookedQueue: EventQueue, Sendable {
     let inner = InMemoryEventQueue()
     /// Called after the n-th (1-based) `readGroup` returned from the inner queue.
     let afterRead: @Sendable (_ n: Int, _ queue: InMemoryEventQueue) async throws -> Void
+    /// Called after the n-th (1-based) `autoClaim` returned from the inner queue.
+    let afterClaim: @Sendable (_ n: Int) async throws -> Void
     private let reads = Atomic<Int>(0)
+    private let claims = Atomic<Int>(0)
 
-    init(afterRead: @escaping @Sendable (Int, InMemoryEventQueue) async throws -> Void) {
+    init(
+        afterRead: @escaping @Sendable (Int, InMemoryEventQueue) async throws -> Void = { _, _ in },
+        afterClaim: @escaping @Sendable (Int) async throws -> Void = { _ in }
+    ) {
         self.afterRead = afterRead
+        self.afterClaim = afterClaim
     }
 
     func readGroup(_ group: String, consumer: String, from stream: String, count: Int, block: Duration?, ownPending: Bool) async throws -> [StreamEntry] {
@@ -31,7 +38,10 @@ final class HookedQueue: EventQueue, Sendable {
     func createGroup(_ group: String, on stream: String) async throws { try await inner.createGroup(group, on: stream) }
     func ack(_ group: String, on stream: String, ids: [StreamEntryID]) async throws -> Int { try await inner.ack(group, on: stream, ids: ids) }
     func autoClaim(_ group: String, consumer: String, on stream: String, minIdle: Duration, start: StreamEntryID, count: Int) async throws -> ClaimResult {
-        try await inner.autoClaim(group, consumer: consumer, on: stream, minIdle: minIdle, start: start, count: count)
+        let n = claims.add(1, ordering: .relaxed).newValue
+        let result = try await inner.autoClaim(group, consumer: consumer, on: stream, minIdle: minIdle, start: start, count: count)
+        try await afterClaim(n)
+        return result
     }
     func pending(_ group: String, on stream: String) async throws -> PendingSummary { try await inner.pending(group, on: stream) }
     func oldestPendingIdle(_ group: String, on stream: String) async throws -> Duration? { try await inner.oldestPendingIdle(group, on: stream) }
@@ -96,6 +106,54 @@ struct PipelineOrderTests {
             let second = Task { await again.run() }
             try await eventually("every entry stored and the stream emptied") {
                 try await queue.length(of: key.streamName) == 0
+            }
+            again.stop()
+            await second.value
+            #expect(try await corpusRows(key, storage: storage).map(\.streamID) == sent.map(\.description), "each entry once, in stream order")
+        }
+    }
+
+    /// Found by the SIGKILL end-to-end test under AddressSanitizer: a runner
+    /// told to stop (partitions re-spread when a worker came back) while it was
+    /// still claiming a previous owner's pending entries cut recovery short,
+    /// then read and stored one batch of *new* entries — above the unclaimed
+    /// ones, so the watermark passed them and the next owner acknowledged them
+    /// as stored. 2,304 entries lost in one run.
+    @Test("a stop during recovery reads nothing new; the next owner stores every pending entry, then the rest, in order")
+    func stopDuringRecoveryKeepsOrder() async throws {
+        try await withStorage { storage in
+            let key = PartitionKey.hashPartition(8)
+            let lease = LeaseClock(ttl: .seconds(60))
+            lease.granted(sentAt: .now)
+            let runnerBox = Locked<PartitionRunner?>(nil)
+            let queue = HookedQueue(afterClaim: { n in
+                // The first page of the previous owner's entries is claimed: re-spread.
+                if n == 1 { runnerBox.withLock { $0 }?.stop() }
+            })
+            var configuration = fastConfiguration(storage: storage, partitions: [key])
+            configuration.batchSize = 16
+            configuration.claimIdle = .zero
+
+            // 100 entries pending at a previous owner that died, then 40 never delivered.
+            var sent: [StreamEntryID] = []
+            for i in 0..<100 { sent.append(try await queue.append(to: key.streamName, fields: event("p", i))) }
+            try await queue.createGroup(configuration.group, on: key.streamName)
+            #expect(try await queue.readGroup(configuration.group, consumer: "dead-owner", from: key.streamName, count: 100).count == 100)
+            for i in 0..<40 { sent.append(try await queue.append(to: key.streamName, fields: event("n", i))) }
+
+            let first = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+            runnerBox.withLock { $0 = first }
+            await first.run()  // stops after the first page of claims
+            let afterStop = try await corpusRows(key, storage: storage).map(\.streamID)
+            #expect(afterStop == Array(sent.prefix(afterStop.count)).map(\.description), "rows are a prefix of the stream: nothing new stored above the unclaimed entries")
+            #expect(afterStop.count < 100, "the stop came during recovery (\(afterStop.count) rows)")
+
+            let again = PartitionRunner(key: key, queue: queue.inner, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+            let second = Task { await again.run() }
+            try await eventually("every entry stored and the stream emptied") {
+                let length = try await queue.length(of: key.streamName)
+                let pending = try await queue.pending(configuration.group, on: key.streamName).count
+                return length == 0 && pending == 0
             }
             again.stop()
             await second.value
