@@ -27,11 +27,11 @@ public final class CorpusReader: Sendable {
     private let core: ReaderCore
     private let rows: Locked<Int>
 
-    private init(path: String, queue: DispatchQueue, core: ReaderCore) {
+    private init(path: String, queue: DispatchQueue, core: ReaderCore, rowCount: Int) {
         self.path = path
         self.queue = queue
         self.core = core
-        self.rows = Locked(core.rowCount)
+        self.rows = Locked(rowCount)
     }
 
     /// Opens `path` for SWMR reading and indexes its consultations.
@@ -40,10 +40,18 @@ public final class CorpusReader: Sendable {
     ///   it lacks the corpus layout.
     public static func open(path: String, logger: Logger) async throws -> CorpusReader {
         let queue = DispatchQueue(label: "fi.storage.reader")
-        let core = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ReaderCore, any Error>) in
-            queue.async { continuation.resume(with: Result { try ReaderCore(path: path, logger: logger) }) }
+        // The core's state is read only on its queue, even here: the row count
+        // travels out as a value (Thread Sanitizer cannot see a continuation's
+        // resume order the two threads).
+        let (core, rowCount) = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(ReaderCore, Int), any Error>) in
+            queue.async {
+                continuation.resume(with: Result {
+                    let core = try ReaderCore(path: path, logger: logger)
+                    return (core, core.rowCount)
+                })
+            }
         }
-        return CorpusReader(path: path, queue: queue, core: core)
+        return CorpusReader(path: path, queue: queue, core: core, rowCount: rowCount)
     }
 
     /// The number of whole rows as of the last open or ``refresh()``.

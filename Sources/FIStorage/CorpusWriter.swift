@@ -71,11 +71,11 @@ public final class CorpusWriter: Sendable {
     private let core: WriterCore
     private let snapshot: Locked<Snapshot>
 
-    private init(path: String, queue: DispatchQueue, core: WriterCore) {
+    private init(path: String, queue: DispatchQueue, core: WriterCore, snapshot: Snapshot) {
         self.path = path
         self.queue = queue
         self.core = core
-        self.snapshot = Locked(Snapshot(lastStreamID: core.lastStreamID, rowCount: core.rowCount))
+        self.snapshot = Locked(snapshot)
     }
 
     /// Opens (creating on first use, recovering after a crash) the corpus at `path`.
@@ -89,12 +89,16 @@ public final class CorpusWriter: Sendable {
     ///   the file, `.corrupt` if the file lacks the corpus layout, `.hdf5`/`.io` otherwise.
     public static func open(path: String, options: Options = .init(), logger: Logger) async throws -> CorpusWriter {
         let queue = DispatchQueue(label: "fi.storage.writer")
-        let core = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WriterCore, any Error>) in
+        // The core's state is read only on its queue, even here (see CorpusReader.open).
+        let (core, snapshot) = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(WriterCore, Snapshot), any Error>) in
             queue.async {
-                continuation.resume(with: Result { try WriterCore(path: path, options: options, logger: logger) })
+                continuation.resume(with: Result {
+                    let core = try WriterCore(path: path, options: options, logger: logger)
+                    return (core, Snapshot(lastStreamID: core.lastStreamID, rowCount: core.rowCount))
+                })
             }
         }
-        return CorpusWriter(path: path, queue: queue, core: core)
+        return CorpusWriter(path: path, queue: queue, core: core, snapshot: snapshot)
     }
 
     /// The watermark: the stream id of the last whole row, `nil` for an empty corpus.
