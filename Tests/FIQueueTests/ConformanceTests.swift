@@ -318,7 +318,7 @@ struct ConformanceTests {
             #expect(try await q.trim(stream, through: ids[1]) == 2)
             #expect(try await q.trim(stream, through: ids[1]) == 0)
             #expect(try await q.length(of: stream) == 4)
-            // Through an id between two entries: the lower one goes, the higher one stays.
+            // Through the id just below ids[3] (ids[2] itself, or one between the two): ids[2] goes, ids[3] stays.
             let between = ids[3].seq > 0 ? StreamEntryID(ms: ids[3].ms, seq: ids[3].seq - 1) : StreamEntryID(ms: ids[3].ms - 1, seq: .max)
             #expect(try await q.trim(stream, through: between) == 1)
             #expect(try await q.length(of: stream) == 3)
