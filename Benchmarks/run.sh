@@ -78,7 +78,7 @@ bench_queue() {
     dir=$(mktemp -d /tmp/fi-bench-redis.XXXXXX)
     redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
         --logfile "$dir/redis.log" --save '' --appendonly no --maxmemory-policy noeviction
-    trap 'kill "$(cat "'"$dir"'/redis.pid")" 2>/dev/null; rm -rf "'"$dir"'"' EXIT
+    trap 'kill "$(cat "'"$dir"'/redis.pid")" 2>/dev/null || true; rm -rf "'"$dir"'"' EXIT
     for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
     payload=$(head -c 1024 /dev/zero | tr '\0' x)
     for pipeline in 1 16; do
@@ -161,7 +161,9 @@ bench_http() {
     local port=${FI_BENCH_REDIS_PORT:-6597} lua="$peer/../post_event.lua" duration=${DURATION:-20s} storage rss
     pid=""
     start_redis "$port"
-    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; stop_redis' EXIT
+    # (Each kill ends in `|| true`: under set -e a failed kill of an exited process would end the trap
+    # before stop_redis, leaving the throwaway Redis running.)
+    trap '{ [ -n "$pid" ] && kill "$pid" 2>/dev/null; } || true; stop_redis' EXIT
     storage=$(mktemp -d /tmp/fi-bench-storage.XXXXXX)
     run_wrk() { # label url
         wrk -t2 -c64 -d3s -s "$lua" "$2" >/dev/null 2>&1 || true
@@ -219,7 +221,7 @@ bench_sessions() {
         start_redis "$port"
         queue_args=(--redis-url "redis://127.0.0.1:$port")
     fi
-    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid"; [ -n "$wpid" ] && kill "$wpid" 2>/dev/null && wait "$wpid"; stop_redis; rm -rf "$storage"' EXIT
+    trap '{ [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid"; } || true; { [ -n "$wpid" ] && kill "$wpid" 2>/dev/null && wait "$wpid"; } || true; stop_redis; rm -rf "$storage"' EXIT
     "$server" --port "$http_port" "${queue_args[@]}" --storage "$storage" --log-level warning &
     pid=$!
     if [ "$mode" = redis ]; then
