@@ -102,14 +102,7 @@ struct PipelineOrderTests {
 
             // The partition is taken again (same consumer, lease valid): recovery stores everything pending, in order.
             lease.granted(sentAt: .now)
-            let again = PartitionRunner(key: key, queue: queue.inner, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
-            let second = Task { await again.run() }
-            try await eventually("every entry stored and the stream emptied") {
-                try await queue.length(of: key.streamName) == 0
-            }
-            again.stop()
-            await second.value
-            #expect(try await corpusRows(key, storage: storage).map(\.streamID) == sent.map(\.description), "each entry once, in stream order")
+            try await expectNextOwnerStoresAll(sent, key: key, queue: queue.inner, configuration: configuration, lease: lease, storage: storage)
         }
     }
 
@@ -148,16 +141,25 @@ struct PipelineOrderTests {
             #expect(afterStop == Array(sent.prefix(afterStop.count)).map(\.description), "rows are a prefix of the stream: nothing new stored above the unclaimed entries")
             #expect(afterStop.count < 100, "the stop came during recovery (\(afterStop.count) rows)")
 
-            let again = PartitionRunner(key: key, queue: queue.inner, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
-            let second = Task { await again.run() }
-            try await eventually("every entry stored and the stream emptied") {
-                let length = try await queue.length(of: key.streamName)
-                let pending = try await queue.pending(configuration.group, on: key.streamName).count
-                return length == 0 && pending == 0
-            }
-            again.stop()
-            await second.value
-            #expect(try await corpusRows(key, storage: storage).map(\.streamID) == sent.map(\.description), "each entry once, in stream order")
+            try await expectNextOwnerStoresAll(sent, key: key, queue: queue.inner, configuration: configuration, lease: lease, storage: storage)
         }
+    }
+
+    /// A new runner takes the partition, runs until the stream and the pending
+    /// list are empty, and leaves exactly `sent` in the corpus, in order.
+    private func expectNextOwnerStoresAll(
+        _ sent: [StreamEntryID], key: PartitionKey, queue: InMemoryEventQueue, configuration: WorkerConfiguration,
+        lease: LeaseClock, storage: String
+    ) async throws {
+        let next = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+        let running = Task { await next.run() }
+        try await eventually("every entry stored, the stream and the pending list empty") {
+            let length = try await queue.length(of: key.streamName)
+            let pending = try await queue.pending(configuration.group, on: key.streamName).count
+            return length == 0 && pending == 0
+        }
+        next.stop()
+        await running.value
+        #expect(try await corpusRows(key, storage: storage).map(\.streamID) == sent.map(\.description), "each entry once, in stream order")
     }
 }
