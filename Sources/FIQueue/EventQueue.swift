@@ -70,12 +70,12 @@ public struct StreamEntryID: Sendable, Hashable, Comparable, CustomStringConvert
     }
 
     /// Two 20-digit numbers and a dash.
-    private static let maximumLength = 41
+    static let maximumLength = 41
 
     /// Writes `<ms>-<seq>` at the start of `buffer` (room for ``maximumLength``); returns its length.
     /// Ids are formatted for every entry a worker stores and acknowledges, so this avoids
     /// string interpolation's generic integer formatting.
-    private func write(into buffer: UnsafeMutableBufferPointer<UInt8>) -> Int {
+    func write(into buffer: UnsafeMutableBufferPointer<UInt8>) -> Int {
         var end = 0
         func digits(_ value: UInt64) {
             var n = value

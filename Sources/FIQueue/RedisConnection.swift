@@ -431,6 +431,14 @@ struct RESPCommands: Sendable {
         bytes.append(10)
     }
 
+    /// An entry id as `<ms>-<seq>`, formatted in place.
+    mutating func argument(_ id: StreamEntryID) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: StreamEntryID.maximumLength) { buffer in
+            let n = id.write(into: buffer)
+            argument(UnsafeBufferPointer(rebasing: buffer[..<n]))
+        }
+    }
+
     mutating func argument(_ value: String) {
         var value = value
         value.withUTF8 { argument($0) }

@@ -152,7 +152,13 @@ public final class RedisEventQueue: EventQueue {
         try Validate.key(stream, "stream name")
         try Validate.key(group, "group name")
         if ids.isEmpty { return 0 }
-        let command = args("XACK", stream, group) + ids.map(\.bytes)
+        // Ids are written straight into the command: a worker acknowledges every entry it stores.
+        var command = RESPCommands()
+        command.begin(arguments: 3 + ids.count, reserving: 32 + stream.utf8.count + group.utf8.count + ids.count * 24)
+        command.argument(Self.XACK)
+        command.argument(stream)
+        command.argument(group)
+        for id in ids { command.argument(id) }
         return try integer(try await run(key: stream, command, sideEffects: false), "XACK")
     }
 
@@ -301,6 +307,7 @@ public final class RedisEventQueue: EventQueue {
 
     private static let XADD = Array("XADD".utf8)
     private static let STAR = Array("*".utf8)
+    private static let XACK = Array("XACK".utf8)
 
     // MARK: - Replies
 
