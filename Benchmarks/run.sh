@@ -145,7 +145,7 @@ bench_worker() {
         rm -rf "$storage"/*
         FI_REDIS_URL="redis://127.0.0.1:$port/0" "$peer_py" "$peer/tools/prefill_stream.py" --stream fi:events:partition_0 -n "$n" --body-bytes 1024 >/dev/null
         sync
-        (cd "$peer" && FI_REDIS_URL="redis://127.0.0.1:$port/0" FI_STORAGE_DIR="$storage" "$peer_py" backend/event_worker.py partition_0 --batch 256 --block-ms 500 --drain) \
+        (cd "$peer" && FI_REDIS_URL="redis://127.0.0.1:$port/0" FI_STORAGE_DIR="$storage" "$peer_py" backend/event_worker.py partition_0 --batch 256 --block-ms 500 --drain) 2>&1 \
             | sed 's/^/# python: /'
     done
     rm -rf "$storage"

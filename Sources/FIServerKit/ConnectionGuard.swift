@@ -26,8 +26,14 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private let timeout: TimeAmount
     private let logger: Logger
-    private var deadline: Scheduled<Void>?
+    /// When the request being received started (its head), `nil` between requests.
+    private var requestStarted: NIODeadline?
+    /// The one pending check of this connection, if any. It is not cancelled
+    /// when a request completes: scheduling and cancelling a timer for every
+    /// request cost the event loops more than the rest of this handler.
+    private var check: Scheduled<Void>?
     private var closeAfterResponse = false
+    private var parseErrorDeadline: Scheduled<Void>?
 
     init(readTimeout: TimeAmount, logger: Logger) {
         self.timeout = readTimeout
@@ -37,9 +43,11 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head:
-            schedule(context, in: timeout, "request not received within the read timeout; closing the connection")
+            let now = NIODeadline.now()
+            requestStarted = now
+            if check == nil { scheduleCheck(context, at: now + timeout) }
         case .end:
-            cancelDeadline()
+            requestStarted = nil
         case .body:
             break
         }
@@ -47,10 +55,14 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
+        if error is HTTPParserError, !closeAfterResponse {
             closeAfterResponse = true
             // Should no answer come, close anyway.
-            schedule(context, in: .seconds(2), "HTTP parse error; closing the connection")
+            let logger = self.logger
+            parseErrorDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(2)) {
+                logger.debug("HTTP parse error; closing the connection")
+                context.close(promise: nil)
+            }
         }
         context.fireErrorCaught(error)
     }
@@ -65,27 +77,40 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        cancelDeadline()
+        cancelTimers()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        cancelDeadline()
+        cancelTimers()
     }
 
-    private func schedule(_ context: ChannelHandlerContext, in delay: TimeAmount, _ reason: Logger.Message) {
-        cancelDeadline()
-        let logger = self.logger
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [weak self] in
-            self?.deadline = nil
-            logger.debug(reason, metadata: ["fi.after_ms": "\(delay.nanoseconds / 1_000_000)"])
-            context.close(promise: nil)
+    /// At `deadline`: closes the connection if the request then in progress
+    /// started a read timeout ago or more; otherwise checks again when the
+    /// request in progress would time out, or stops checking while idle.
+    private func scheduleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        check = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self else { return }
+            self.check = nil
+            guard let started = self.requestStarted else { return }
+            let due = started + self.timeout
+            if due <= NIODeadline.now() {
+                self.logger.debug(
+                    "request not received within the read timeout; closing the connection",
+                    metadata: ["fi.after_ms": "\(self.timeout.nanoseconds / 1_000_000)"]
+                )
+                context.close(promise: nil)
+            } else {
+                self.scheduleCheck(context, at: due)
+            }
         }
     }
 
-    private func cancelDeadline() {
-        deadline?.cancel()
-        deadline = nil
+    private func cancelTimers() {
+        check?.cancel()
+        check = nil
+        parseErrorDeadline?.cancel()
+        parseErrorDeadline = nil
     }
 }
 

@@ -152,6 +152,33 @@ struct SecurityTests {
         }
     }
 
+    @Test("a trickled body on a keep-alive connection is cut off one read timeout after its own head, not the first request's")
+    func slowSecondRequest() async throws {
+        var settings = ServerSettings()
+        settings.idleTimeout = .seconds(5)
+        settings.requestReadTimeout = .milliseconds(800)
+        try await withLiveServer(settings) { port, _ in
+            let client = try RawClient(port: port)
+            try await client.send(request(headers: ""))
+            #expect(try await client.readResponse().hasPrefix("HTTP/1.1 202"))
+            // The connection's timer was set by the first request; the second starts 500 ms later.
+            try await Task.sleep(for: .milliseconds(500))
+            try await client.send(Array("POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 300\r\n\r\n{}".utf8))
+            let started = ContinuousClock.now
+            var closed = false
+            for _ in 0..<100 {
+                try await Task.sleep(for: .milliseconds(100))
+                if !(try client.trySend([UInt8(ascii: " ")])) || client.peerClosed() {
+                    closed = true
+                    break
+                }
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(closed, "the connection was still open after 10 s of a trickled body")
+            #expect(elapsed >= .milliseconds(600) && elapsed < .seconds(4), "\(elapsed)")
+        }
+    }
+
     @Test("the read timeout bounds one request, not a keep-alive connection: a second request after a pause is served")
     func readTimeoutIsPerRequest() async throws {
         var settings = ServerSettings()
