@@ -320,27 +320,32 @@ final class WriterCore: @unchecked Sendable {
         accepted.removeAll(keepingCapacity: true)
         var mark = watermark
         var total = 0
-        for (index, record) in records.enumerated() {
-            guard let id = StreamID(record.streamID) else {
-                throw invalid(index, record, "stream id is not <ms>-<seq> (decimal UInt64s, at most \(CorpusLayout.streamIDBytes) bytes)")
+        // Records are read in place (a copy of each would retain and release its three buffers).
+        let rejection: (index: Int, why: String)? = records.withUnsafeBufferPointer { records in
+            for index in records.indices {
+                guard let id = StreamID(records[index].streamID) else {
+                    return (index, "stream id is not <ms>-<seq> (decimal UInt64s, at most \(CorpusLayout.streamIDBytes) bytes)")
+                }
+                if let mark, id <= mark { continue }
+                let cidBytes = records[index].consultationID.utf8.count
+                guard cidBytes <= CorpusLayout.consultationIDBytes else {
+                    return (index, "consultation id is \(cidBytes) bytes of UTF-8, at most \(CorpusLayout.consultationIDBytes) allowed")
+                }
+                let hasNUL = records[index].consultationID.utf8.withContiguousStorageIfAvailable { $0.contains(0) }
+                    ?? records[index].consultationID.utf8.contains(0)
+                guard !hasNUL else {
+                    return (index, "consultation id contains a NUL byte (cells are null-padded)")
+                }
+                if options.validateUTF8, !UTF8Check.isValid(records[index].payload) {
+                    return (index, "payload is not valid UTF-8")
+                }
+                mark = id
+                accepted.append(index)
+                total += records[index].payload.count
             }
-            if let mark, id <= mark { continue }
-            let cidBytes = record.consultationID.utf8.count
-            guard cidBytes <= CorpusLayout.consultationIDBytes else {
-                throw invalid(index, record, "consultation id is \(cidBytes) bytes of UTF-8, at most \(CorpusLayout.consultationIDBytes) allowed")
-            }
-            let hasNUL = record.consultationID.utf8.withContiguousStorageIfAvailable { $0.contains(0) }
-                ?? record.consultationID.utf8.contains(0)
-            guard !hasNUL else {
-                throw invalid(index, record, "consultation id contains a NUL byte (cells are null-padded)")
-            }
-            if options.validateUTF8, !UTF8Check.isValid(record.payload) {
-                throw invalid(index, record, "payload is not valid UTF-8")
-            }
-            mark = id
-            accepted.append(index)
-            total += record.payload.count
+            return nil
         }
+        if let rejection { throw invalid(rejection.index, records[rejection.index], rejection.why) }
         let skipped = records.count - accepted.count
         let k = accepted.count
         if k == 0 { return (AppendOutcome(appended: 0, skipped: skipped), lastStreamID, rowCount) }
