@@ -477,9 +477,22 @@ enum RESP {
         return out
     }
 
+    /// Appends a non-negative `n` in decimal (every argument's length goes through here).
     static func appendDecimal(_ n: Int, to out: inout [UInt8]) {
-        if n >= 10 { appendDecimal(n / 10, to: &out) }
-        out.append(UInt8(48 + n % 10))
+        if n < 10 {
+            out.append(UInt8(truncatingIfNeeded: 48 &+ n))
+            return
+        }
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var value = UInt(n)
+            var start = 20
+            repeat {
+                start -= 1
+                digits[start] = UInt8(truncatingIfNeeded: 48 &+ value % 10)
+                value /= 10
+            } while value > 0
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
+        }
     }
 }
 

@@ -99,3 +99,24 @@ struct FlatReplyTests {
         #expect(values == [.bulk(Array(big.utf8)), .integer(5), .array([.bulk([113])])])
     }
 }
+
+/// Command encoding: what the hiredis backend writes to the socket.
+@Suite("Redis command encoding")
+struct CommandEncodingTests {
+    @Test("lengths and ids are written in decimal, whatever their number of digits")
+    func decimals() {
+        for n in [0, 1, 9, 10, 99, 100, 1024, 65_535, 1_000_000_007, Int.max] {
+            var out: [UInt8] = []
+            RESP.appendDecimal(n, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == String(n))
+        }
+        var command = RESPCommands()
+        command.begin(arguments: 3)
+        command.argument(Array("XACK".utf8))
+        command.argument("s")
+        command.argument(StreamEntryID(ms: 1_764_400_000_000, seq: 12))
+        #expect(command.count == 1)
+        #expect(String(decoding: command.bytes, as: UTF8.self) == "*3\r\n$4\r\nXACK\r\n$1\r\ns\r\n$16\r\n1764400000000-12\r\n")
+        #expect(command.bytes == RESP.encode([[Array("XACK".utf8), Array("s".utf8), Array("1764400000000-12".utf8)]]))
+    }
+}
