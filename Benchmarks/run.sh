@@ -70,24 +70,43 @@ bench_partition() {
 
 # FIQueue: appends from 64 tasks and group reads + acks in batches of 256, 1 KB entries,
 # beside redis-benchmark's XADD (non-pipelined, and -P 16 for scale) against the same
-# throwaway redis-server on 127.0.0.1:${FI_BENCH_REDIS_PORT:-6599}.
+# throwaway redis-server on 127.0.0.1:${FI_BENCH_REDIS_PORT:-6599}. Three rounds, each
+# redis-benchmark then fi-bench, interleaved; the last line gives the medians and the ratio
+# of the medians (one run on this shared machine swings by a quarter either way).
 bench_queue() {
     build
     machine
-    local port=${FI_BENCH_REDIS_PORT:-6599} dir payload line
+    local port=${FI_BENCH_REDIS_PORT:-6599} dir payload line out round
+    local rb=() appends=() seq1=() seq4=() over=()
     dir=$(mktemp -d /tmp/fi-bench-redis.XXXXXX)
     redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
         --logfile "$dir/redis.log" --save '' --appendonly no --maxmemory-policy noeviction
     trap 'kill "$(cat "'"$dir"'/redis.pid")" 2>/dev/null || true; rm -rf "'"$dir"'"' EXIT
     for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
     payload=$(head -c 1024 /dev/zero | tr '\0' x)
-    for pipeline in 1 16; do
-        line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c 64 -n 200000 -P "$pipeline" -q XADD bench '*' f "$payload" | tr '\r' '\n' | grep 'requests per second' | tail -1)
-        echo "RESULT bench=redis-benchmark op=XADD clients=64 pipeline=$pipeline size=1024 requests=200000 requests_per_s=$(echo "${line##*: }" | awk '{printf "%d", $1}')"
+    xadd() {
+        line=$(redis-benchmark -h 127.0.0.1 -p "$port" -c 64 -n 200000 -P "$1" -q XADD bench '*' f "$payload" | tr '\r' '\n' | grep 'requests per second' | tail -1)
+        echo "${line##*: }" | awk '{printf "%d", $1}'
+    }
+    value() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2" | head -1; }
+    for round in 1 2 3; do
+        rb+=("$(xadd 1)")
+        echo "RESULT bench=redis-benchmark op=XADD clients=64 pipeline=1 size=1024 requests=200000 round=$round requests_per_s=${rb[-1]}"
+        redis-cli -p "$port" flushall >/dev/null
+        out=$("$bench" queue --url "redis://127.0.0.1:$port" --appends 200000 --concurrency 64 --size 1024 --batch 256 --consumers 1,4)
+        echo "$out" | sed "s/^RESULT bench=queue /RESULT bench=queue round=$round /"
+        appends+=("$(value appends_per_s "$(grep 'op=append' <<<"$out")")")
+        seq1+=("$(value entries_per_s "$(grep 'mode=sequential consumers=1 ' <<<"$out")")")
+        seq4+=("$(value entries_per_s "$(grep 'mode=sequential consumers=4 ' <<<"$out")")")
+        over+=("$(value entries_per_s "$(grep 'mode=overlapped' <<<"$out")")")
         redis-cli -p "$port" flushall >/dev/null
     done
-    "$bench" queue --url "redis://127.0.0.1:$port" --appends 200000 --concurrency 64 --size 1024 --batch 256 --consumers 1,4
+    echo "RESULT bench=redis-benchmark op=XADD clients=64 pipeline=16 size=1024 requests=200000 requests_per_s=$(xadd 16)"
     redis-cli -p "$port" flushall >/dev/null
+    median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+    awk -v rb="$(median "${rb[@]}")" -v ap="$(median "${appends[@]}")" -v s1="$(median "${seq1[@]}")" \
+        -v s4="$(median "${seq4[@]}")" -v ov="$(median "${over[@]}")" \
+        'BEGIN{printf "RESULT bench=queue-median rounds=3 redis_benchmark_xadd_per_s=%d appends_per_s=%d ratio=%.2f read_ack_seq1_per_s=%d read_ack_seq4_per_s=%d read_ack_overlapped_per_s=%d\n", rb, ap, ap/rb, s1, s4, ov}'
     "$bench" queue --memory --appends 200000 --concurrency 64 --size 1024 --batch 256 --consumers 1,4
 }
 
