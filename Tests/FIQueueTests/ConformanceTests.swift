@@ -36,6 +36,33 @@ struct ConformanceTests {
         }
     }
 
+    @Test("large replies: a 2 MB group read arrives whole, byte for byte, beside concurrent small commands", arguments: Backend.all)
+    func largeReplies(_ backend: Backend) async throws {
+        try await withQueue(backend) { q, prefix in
+            let stream = "\(prefix):large"
+            try await q.createGroup("g", on: stream)
+            // 2,000 entries of ~1 KB, each value distinct so a misplaced byte shows.
+            var ids: [StreamEntryID] = []
+            for i in 0..<2_000 {
+                let value = (0..<1_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
+                ids.append(try await q.append(to: stream, fields: [StreamField(name: "v", value: value), StreamField("i", String(i))]))
+            }
+            // The big read shares the pipelined connection with small commands sent meanwhile.
+            async let lengths = withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<50 { group.addTask { try await q.length(of: stream) } }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            let read = try await q.readGroup("g", consumer: "c", from: stream, count: 2_000)
+            #expect(try await lengths.allSatisfy { $0 == 2_000 })
+            #expect(read.map(\.id) == ids)
+            for (i, e) in read.enumerated() {
+                #expect(e[field: "v"] == (0..<1_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) })
+                #expect(e[field: "i"] == Array(String(i).utf8))
+            }
+            #expect(try await q.ack("g", on: stream, ids: ids) == 2_000)
+        }
+    }
+
     @Test("count limits a read; reads continue where the group left off", arguments: Backend.all)
     func countAndContinuation(_ backend: Backend) async throws {
         try await withQueue(backend) { q, prefix in
