@@ -111,17 +111,7 @@ struct SecurityTests {
         try await withLiveServer(settings) { port, _ in
             let client = try RawClient(port: port)
             try await client.send(Array("POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nX-Slow: ".utf8))
-            let started = ContinuousClock.now
-            // One byte every 100 ms for at most 10 s (far longer than the timeout).
-            var closed = false
-            for _ in 0..<100 {
-                try await Task.sleep(for: .milliseconds(100))
-                if !(try client.trySend([UInt8(ascii: "s")])) || client.peerClosed() {
-                    closed = true
-                    break
-                }
-            }
-            let elapsed = ContinuousClock.now - started
+            let (closed, elapsed) = try await trickle(UInt8(ascii: "s"), to: client)
             #expect(closed, "the connection was still open after 10 s of a trickled header")
             #expect(elapsed < .seconds(5), "\(elapsed)")
         }
@@ -136,16 +126,7 @@ struct SecurityTests {
             let client = try RawClient(port: port)
             // The body declares 300 bytes; "{}" and then spaces arrive one every 100 ms.
             try await client.send(Array("POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 300\r\n\r\n{}".utf8))
-            let started = ContinuousClock.now
-            var closed = false
-            for _ in 0..<100 {
-                try await Task.sleep(for: .milliseconds(100))
-                if !(try client.trySend([UInt8(ascii: " ")])) || client.peerClosed() {
-                    closed = true
-                    break
-                }
-            }
-            let elapsed = ContinuousClock.now - started
+            let (closed, elapsed) = try await trickle(UInt8(ascii: " "), to: client)
             #expect(closed, "the connection was still open after 10 s of a trickled body")
             #expect(elapsed >= .milliseconds(600) && elapsed < .seconds(4), "\(elapsed)")
             #expect(try await queue.streams(withPrefix: "fi:").isEmpty, "a cut-off body is never queued")
@@ -164,19 +145,23 @@ struct SecurityTests {
             // The connection's timer was set by the first request; the second starts 500 ms later.
             try await Task.sleep(for: .milliseconds(500))
             try await client.send(Array("POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 300\r\n\r\n{}".utf8))
-            let started = ContinuousClock.now
-            var closed = false
-            for _ in 0..<100 {
-                try await Task.sleep(for: .milliseconds(100))
-                if !(try client.trySend([UInt8(ascii: " ")])) || client.peerClosed() {
-                    closed = true
-                    break
-                }
-            }
-            let elapsed = ContinuousClock.now - started
+            let (closed, elapsed) = try await trickle(UInt8(ascii: " "), to: client)
             #expect(closed, "the connection was still open after 10 s of a trickled body")
             #expect(elapsed >= .milliseconds(600) && elapsed < .seconds(4), "\(elapsed)")
         }
+    }
+
+    /// Sends `byte` every 100 ms, for at most 10 s (far longer than any timeout here), until the
+    /// server closes the connection; whether it did, and after how long.
+    private func trickle(_ byte: UInt8, to client: RawClient) async throws -> (closed: Bool, elapsed: Duration) {
+        let started = ContinuousClock.now
+        for _ in 0..<100 {
+            try await Task.sleep(for: .milliseconds(100))
+            if !(try client.trySend([byte])) || client.peerClosed() {
+                return (true, ContinuousClock.now - started)
+            }
+        }
+        return (false, ContinuousClock.now - started)
     }
 
     @Test("the read timeout bounds one request, not a keep-alive connection: a second request after a pause is served")
