@@ -16,13 +16,13 @@
 # during the measured run, per request (from /proc/<pid>/stat).
 #
 # Settings: DURATION (20s), CONNECTIONS (64), FI_BENCH_BASE (first port, 34101),
-# FI_LC_BIN (.build/release), FI_BENCH_LUA (../shared/bench/post_event.lua).
+# FI_LC_BIN (.build/release), FI_BENCH_LUA (Benchmarks/reference/post_event.lua).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 duration=${DURATION:-20s}
 connections=${CONNECTIONS:-64}
 base=${FI_BENCH_BASE:-34101}
-lua=${FI_BENCH_LUA:-$root/../shared/bench/post_event.lua}
+lua=${FI_BENCH_LUA:-$root/Benchmarks/reference/post_event.lua}
 export FI_LC_BIN=${FI_LC_BIN:-$root/.build/release}
 export FI_LC_REDIS_BASE=$base FI_LC_SERVER_BASE=$((base + 10)) FI_LC_HTTP_PORT=$((base + 20))
 state=$(mktemp -d /tmp/fi-bench-cluster.XXXXXX)

@@ -29,12 +29,14 @@ build_binaries() {
     bare="$scratch/release/bare-http"
 }
 
-# The reference Python service and worker (../shared/bench/peer) need FastAPI,
-# uvicorn, redis-py, h5py and orjson: PEER_PY names an interpreter that has them
+# The reference Python service and worker (Benchmarks/reference, see its README.md) need
+# FastAPI, uvicorn, redis-py, h5py and orjson: PEER_PY names an interpreter that has them
 # (made once with: python3 -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install
-# fastapi 'uvicorn[standard]' redis h5py orjson).
-peer=${PEER_DIR:-$here/../../shared/bench/peer}
+# -r Benchmarks/reference/requirements.txt). PEER_DIR overrides the folder, FI_BENCH_LUA
+# the wrk script (default: Benchmarks/reference/post_event.lua).
+peer=${PEER_DIR:-$here/reference}
 peer_py=${PEER_PY:-/tmp/peer-venv/bin/python}
+peer_lua=${FI_BENCH_LUA:-$peer/post_event.lua}
 
 # A throwaway redis-server on 127.0.0.1:$1 (appendonly no, as in the peer's bench.sh).
 start_redis() {
@@ -177,7 +179,7 @@ bench_worker() {
 bench_http() {
     build_binaries
     machine
-    local port=${FI_BENCH_REDIS_PORT:-6597} lua="$peer/../post_event.lua" duration=${DURATION:-20s} storage rss
+    local port=${FI_BENCH_REDIS_PORT:-6597} lua="$peer_lua" duration=${DURATION:-20s} storage rss
     pid=""
     start_redis "$port"
     # (Each kill ends in `|| true`: under set -e a failed kill of an exited process would end the trap

@@ -4,8 +4,8 @@
 #
 #   scripts/soak.sh [RATE_PER_S] [DURATION_S] [CSV]      # defaults: 3000 600 soak.csv
 #
-# Load: Debian's wrk with scripts/soak/rate.lua (wrk2-style pacing of the shared
-# ../shared/bench/post_event.lua: ~1 KB events, half with a site), run as
+# Load: Debian's wrk with scripts/soak/rate.lua (wrk2-style pacing of the reference
+# Benchmarks/reference/post_event.lua: ~1 KB events, half with a site), run as
 # back-to-back 10 s windows (-t2 -c32); each window prints its rate and latency
 # percentiles. After each window the script samples, for fi-server, fi-worker and
 # redis-server: RSS (VmRSS) and open file descriptors (/proc/<pid>/fd), plus the
@@ -14,7 +14,7 @@
 #
 # Environment: FI_SOAK_BIN (a folder with release fi-server and fi-worker; default:
 # build them), FI_SOAK_REDIS_PORT (6432), FI_SOAK_PORT (7432), FI_SOAK_LUA (the
-# post_event.lua), FI_SOAK_KEEP=1 keeps the scratch folder (corpus files, logs).
+# post_event.lua; default Benchmarks/reference/post_event.lua), FI_SOAK_KEEP=1 keeps the scratch folder (corpus files, logs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 rate=${1:-3000}
@@ -23,7 +23,7 @@ csv=${3:-soak.csv}
 window=10
 redis_port=${FI_SOAK_REDIS_PORT:-6432}
 port=${FI_SOAK_PORT:-7432}
-export FI_SOAK_LUA=${FI_SOAK_LUA:-$here/../shared/bench/post_event.lua}
+export FI_SOAK_LUA=${FI_SOAK_LUA:-$here/Benchmarks/reference/post_event.lua}
 [ -f "$FI_SOAK_LUA" ] || { echo "soak: no load script at $FI_SOAK_LUA (set FI_SOAK_LUA)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "soak: wrk is not installed (apt install wrk)" >&2; exit 2; }
 
