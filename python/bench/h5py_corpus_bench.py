@@ -1,4 +1,4 @@
-"""h5py reference for `fi-bench storage`: appends the corpus layout of CONTRACT §5
+"""h5py reference for `fi-bench storage`: appends the corpus layout of Docs/contract.md §5
 (libver latest, SWMR write, same chunking, fill time never) in batches with the
 same durability as FIStorage — H5Fflush(GLOBAL) per batch, then fdatasync of the file.
 
