@@ -38,7 +38,7 @@ peer=${PEER_DIR:-$here/reference}
 peer_py=${PEER_PY:-/tmp/peer-venv/bin/python}
 peer_lua=${FI_BENCH_LUA:-$peer/post_event.lua}
 
-# A throwaway redis-server on 127.0.0.1:$1 (appendonly no, as in the peer's bench.sh).
+# A throwaway redis-server on 127.0.0.1:$1 (appendonly no, as the reference's own figures were measured).
 start_redis() {
     local port=$1
     redis_dir=$(mktemp -d /tmp/fi-bench-redis.XXXXXX)
