@@ -1,0 +1,4 @@
+"""``python -m fi_corpus …`` is the ``fi-corpus`` command."""
+from .cli import entry_point
+
+entry_point()
