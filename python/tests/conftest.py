@@ -242,3 +242,55 @@ def server_store(tmp_path_factory) -> ServerStore:
     finally:
         server.stop()
     return ServerStore(storage, sent)
+
+
+# -- tearing a file by hand ---------------------------------------------------------------------
+TEAR = r"""
+import sys, h5py, numpy as np
+sys.path.insert(0, sys.argv[2])
+from h5writer import _write
+from conftest import crash_consultation_id, crash_stream_id, crash_payload
+with h5py.File(sys.argv[1], "r+", locking=False) as f:
+    e = f["events"]
+    n = len(e["payload_end"])
+    # Row n half written, as a crash between the writes of one batch leaves it: payload bytes
+    # and two of its four row columns are there, received_at_ms and payload_end are not. The
+    # bytes are not row n's: if the writer's recovery did not cut them, row n would read wrong.
+    p = np.frombuffer(b"#" * len(crash_payload(n)), np.uint8)
+    end = len(e["payload"])
+    e["payload"].resize((end + len(p),))
+    _write(e["payload"], end, p)
+    for name, value, dtype in (("consultation_id", crash_consultation_id(n), "S128"),
+                               ("stream_id", crash_stream_id(n), "S41")):
+        e[name].resize((n + 1,))
+        _write(e[name], n, np.array([value.encode()], dtype=dtype))
+print(n)
+"""
+
+
+def raw_lengths(path) -> Tuple[int, ...]:
+    """Lengths of the four row columns and of payload, and payload_end's last value."""
+    import h5py
+    with h5py.File(path, "r", swmr=True, locking=False) as f:
+        e = f["events"]
+        lens = tuple(len(e[n]) for n in ("consultation_id", "stream_id", "received_at_ms", "payload_end"))
+        last = int(e["payload_end"][lens[3] - 1]) if lens[3] else 0
+        return lens + (len(e["payload"]), last)
+
+
+def tear_tail(path) -> int:
+    """Leave a torn last row in a file whose writer was killed: clear the killed writer's status
+    flags (h5clear, hdf5-tools), then write half of the next row with h5py in another process.
+    Returns the number of whole rows."""
+    import shutil
+    h5clear = shutil.which("h5clear")
+    if h5clear is None:
+        msg = "h5clear not found (Debian: hdf5-tools)"
+        if os.environ.get("FI_REQUIRE_SERVICES") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    for args in (["-s"], ["--increment=0"]):
+        subprocess.run([h5clear, *args, str(path)], check=True, capture_output=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", TEAR, str(path), str(TESTS)], check=True,
+                         capture_output=True, text=True, timeout=60)
+    return int(out.stdout.strip())
