@@ -1,11 +1,24 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependencies flow one way:
-//   FIPartitioning, FIQueue, FIStorage  — independent of each other and of HTTP
-//   FICapacity                          — planning maths; uses FIPartitioning
-//   (later) FIWorkerKit = FIQueue + FIStorage; FIServerKit = everything for HTTP
-//   fi-server / fi-worker               — thin executables, one library each
+// The module graph (Docs/architecture.md draws it; Docs/architecture.dot is its source):
+//
+//   FIStreamID, FILocking                — vocabulary: the stream-id type, the lock
+//   FIPartitioning                       — partition keys (swift-crypto's MD5)
+//   FIQueue   = CHiredis + FIStreamID    — Redis Streams queue: in-memory and hiredis backends
+//   FIStorage = CHDF5 + FIStreamID       — HDF5 append store
+//     (FIPartitioning, FIQueue and FIStorage know nothing of each other or of HTTP)
+//   FICapacity = FIPartitioning          — capacity planning
+//   FIBuildInfo                          — version and git commit (BuildInfoPlugin)
+//   FIWorkerKit = FIQueue + FIStorage + FIPartitioning + FIBuildInfo
+//                 — the worker; also the Prometheus endpoint (Hummingbird) and
+//                   queue connection both executables use
+//   FIServerKit = everything above + Hummingbird — the HTTP API
+//   fi-server → FIServerKit, fi-worker → FIWorkerKit — thin executables
+/// Upcoming language features every target builds with: `any` spelled out for
+/// existentials, and members visible only through a module's own import.
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("MemberImportVisibility")]
+
 let package = Package(
     name: "fi-scale",
     platforms: [.macOS(.v15)],
@@ -27,6 +40,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
     ],
     targets: [
         // C libraries from Debian, wrapped at the edge.
@@ -43,43 +57,54 @@ let package = Package(
 
         // The lock the other modules guard shared state with (a TSan-visible one
         // under `-Xswiftc -DFI_TSAN`; see Sources/FILocking/Locked.swift).
-        .target(name: "FILocking"),
+        .target(name: "FILocking", swiftSettings: strict),
+        // The stream entry id: read by FIQueue, stored by FIStorage.
+        .target(name: "FIStreamID", swiftSettings: strict),
+        // The version, and the git commit recorded at build time.
+        .target(name: "FIBuildInfo", swiftSettings: strict, plugins: ["BuildInfoPlugin"]),
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
 
         .target(
             name: "FIPartitioning",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
         ),
         .target(
             name: "FIQueue",
             dependencies: [
-                "CHiredis", "FILocking",
+                "CHiredis", "FILocking", "FIStreamID",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         .target(
             name: "FIStorage",
             dependencies: [
-                "CHDF5", "FILocking",
+                "CHDF5", "FILocking", "FIStreamID",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         .target(
             name: "FICapacity",
-            dependencies: ["FIPartitioning"]
+            dependencies: ["FIPartitioning"],
+            swiftSettings: strict
         ),
 
-        // The worker: queue + store. Also the metrics endpoint and queue
-        // connection shared by both executables.
+        // The worker: queue + store. Also the metrics endpoint (Hummingbird) and
+        // queue connection shared by both executables.
         .target(
             name: "FIWorkerKit",
             dependencies: [
-                "FILocking", "FIPartitioning", "FIQueue", "FIStorage",
+                "FIBuildInfo", "FILocking", "FIPartitioning", "FIQueue", "FIStorage",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         // The HTTP API: everything composed for HTTP.
         .target(
@@ -91,13 +116,17 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 // A small HTTP client for `fi-server capacity --from-metrics`.
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            swiftSettings: strict
         ),
 
         .executableTarget(
@@ -106,7 +135,8 @@ let package = Package(
                 "FIServerKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         .executableTarget(
             name: "fi-worker",
@@ -114,25 +144,73 @@ let package = Package(
                 "FIWorkerKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: strict
         ),
 
-        .testTarget(name: "FIPartitioningTests", dependencies: ["FIPartitioning"]),
-        .testTarget(name: "FIQueueTests", dependencies: ["FIQueue", "FILocking"]),
-        .testTarget(name: "FIStorageTests", dependencies: ["FIStorage", "FILocking"]),
+        // Test helpers every suite shares: free ports, a raw TCP client, `eventually`.
+        .target(name: "FITestSupport", path: "Tests/FITestSupport", swiftSettings: strict),
+        .testTarget(
+            name: "FIPartitioningTests",
+            dependencies: ["FIPartitioning"],
+            resources: [.copy("Resources/partition_vectors.json")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "FIQueueTests",
+            dependencies: [
+                "FIQueue", "FILocking", "FITestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "FIStorageTests",
+            dependencies: [
+                "FIStorage", "FILocking",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Test-only child process for FIStorageTests' kill -9 recovery test.
-        .executableTarget(name: "FIStorageCrashWriter", dependencies: ["FIStorage"], path: "Tests/FIStorageCrashWriter"),
-        .testTarget(name: "FICapacityTests", dependencies: ["FICapacity"]),
-        .testTarget(name: "FIWorkerKitTests", dependencies: ["FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning", "FILocking"]),
-        // Starts the built fi-server / fi-worker binaries against real Redis.
-        .testTarget(name: "EndToEndTests", dependencies: ["FIQueue", "FIStorage", "FIPartitioning"]),
+        .executableTarget(
+            name: "FIStorageCrashWriter",
+            dependencies: ["FIStorage"],
+            path: "Tests/FIStorageCrashWriter",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "FICapacityTests", dependencies: ["FICapacity", "FIPartitioning"], swiftSettings: strict),
+        .testTarget(
+            name: "FIWorkerKitTests",
+            dependencies: [
+                "FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning", "FILocking", "FITestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Starts the built fi-server / fi-worker binaries against real Redis;
+        // also checks the repository itself (self-contained, versions agree).
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "FIQueue", "FIStorage", "FIPartitioning", "FIBuildInfo", "FITestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "FIServerKitTests",
             dependencies: [
                 "FIServerKit", "FIWorkerKit", "FIQueue", "FIStorage", "FIPartitioning", "FICapacity", "FILocking",
+                "FITestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
-            ]
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
         ),
     ]
 )

@@ -91,7 +91,7 @@ private func makeSeeds(in dir: String) throws {
         var records: [CorpusRecord] = []
         for i in 0..<6 {
             records.append(CorpusRecord(
-                consultationID: i % 2 == 0 ? "c-1" : "c-\(i)", streamID: "1700000000000-\(i)",
+                consultationID: i % 2 == 0 ? "c-1" : "c-\(i)", streamID: StreamEntryID(ms: 1_700_000_000_000, seq: UInt64(i)),
                 receivedAtMs: 1_700_000_000_000 + Int64(i), payload: Array(payloads[i % payloads.count].utf8)))
         }
         _ = try writer.append(Array(records[0..<3]))

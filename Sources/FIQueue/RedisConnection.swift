@@ -233,7 +233,7 @@ final class RedisConnection: @unchecked Sendable {
             if written == 0 {
                 // Nothing reached the server: nothing was applied.
                 let reason = "write failed: \(String(cString: strerror(CHiredis_errno())))"
-                logger.info("redis connection lost", metadata: ["fi.redis": "\(endpoint.address)", "fi.reason": "\(reason)"])
+                logger.debug("redis connection lost", metadata: ["fi.redis": "\(endpoint.address)", "fi.reason": "\(reason)"])
                 disconnect()
                 nextAttempt = nil
                 let error = EventQueueError(.unavailable, "connection to \(endpoint.address) lost: \(reason)")
@@ -266,7 +266,7 @@ final class RedisConnection: @unchecked Sendable {
             String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
         let timedOut = ctx.pointee.err == CHiredis_ERR_IO() && reason.contains("temporarily unavailable")
-        logger.info("redis connection lost", metadata: ["fi.redis": "\(endpoint.address)", "fi.reason": "\(reason)"])
+        logger.debug("redis connection lost", metadata: ["fi.redis": "\(endpoint.address)", "fi.reason": "\(reason)"])
         disconnect()
         // The server may simply have closed an idle connection: try again at once.
         nextAttempt = nil
@@ -290,7 +290,7 @@ final class RedisConnection: @unchecked Sendable {
             let now = ContinuousClock.now
             defer { lastUsed = now }
             if now - lastUsed < .seconds(1) || peerStillOpen(ctx.pointee.fd) { return ctx }
-            logger.info("redis connection closed by the server while idle", metadata: ["fi.redis": "\(endpoint.address)"])
+            logger.debug("redis connection closed by the server while idle", metadata: ["fi.redis": "\(endpoint.address)"])
             disconnect()
         }
         let clock = ContinuousClock()

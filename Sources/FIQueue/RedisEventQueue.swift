@@ -1,4 +1,5 @@
 import FILocking
+import Foundation
 import Logging
 import Synchronization
 
@@ -71,7 +72,7 @@ public final class RedisEventQueue: EventQueue {
 
     /// Connects to one Redis server: `redis://[[username]:password@]host[:port][/db]`.
     /// - Throws: `.invalidArgument` for a bad URL, `.unavailable` at once if the server cannot be reached.
-    public static func connect(url: String, options: Options = .init(), logger: Logger) async throws -> RedisEventQueue {
+    public static func connect(url: String, options: Options = .init(), logger: Logger = .disabled) async throws -> RedisEventQueue {
         let endpoint = try RedisEndpoint(url: url)
         let queue = RedisEventQueue(seeds: [endpoint], clustered: false, options: options, logger: logger)
         do {
@@ -80,13 +81,13 @@ public final class RedisEventQueue: EventQueue {
             await queue.close()
             throw error
         }
-        logger.info("connected to redis", metadata: ["fi.redis": "\(endpoint.address)", "fi.redis.db": "\(endpoint.database)"])
+        logger.debug("connected to redis", metadata: ["fi.redis": "\(endpoint.address)", "fi.redis.db": "\(endpoint.database)"])
         return queue
     }
 
     /// Connects to a Redis Cluster through any of `clusterSeeds` (`host:port`).
     /// - Throws: `.invalidArgument` for a bad seed, `.unavailable` if no seed answers CLUSTER SLOTS.
-    public static func connect(clusterSeeds: [String], options: Options = .init(), logger: Logger) async throws -> RedisEventQueue {
+    public static func connect(clusterSeeds: [String], options: Options = .init(), logger: Logger = .disabled) async throws -> RedisEventQueue {
         guard !clusterSeeds.isEmpty else { throw EventQueueError(.invalidArgument, "no cluster seed given") }
         let seeds = try clusterSeeds.map { seed -> RedisEndpoint in
             let (host, port) = try RedisEndpoint.hostPort(seed.trimmingCharacters(in: .whitespaces), defaultPort: 6379)
@@ -99,7 +100,7 @@ public final class RedisEventQueue: EventQueue {
             await queue.close()
             throw error
         }
-        logger.info("connected to redis cluster", metadata: ["fi.redis.masters": "\(queue.masters().map(\.endpoint.address).sorted())"])
+        logger.debug("connected to redis cluster", metadata: ["fi.redis.masters": "\(queue.masters().map(\.endpoint.address).sorted())"])
         return queue
     }
 
@@ -469,7 +470,7 @@ public final class RedisEventQueue: EventQueue {
             do {
                 try await refreshSlots()
             } catch {
-                logger.info("redis cluster slot refresh failed", metadata: ["fi.reason": "\(error)"])
+                logger.debug("redis cluster slot refresh failed", metadata: ["fi.reason": "\(error)"])
             }
         }
     }

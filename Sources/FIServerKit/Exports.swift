@@ -1,6 +1,3 @@
-import FIWorkerKit
-
-/// Where the queue lives (re-exported so `fi-server` needs only this library).
-public typealias QueueTarget = FIWorkerKit.QueueTarget
-/// Prometheus bootstrap and endpoint (re-exported for `fi-server`).
-public typealias Observability = FIWorkerKit.Observability
+// fi-server imports this library only: the worker kit's queue target,
+// observability bootstrap and build info come with it.
+@_exported import FIWorkerKit

@@ -8,7 +8,7 @@ import Logging
 import Metrics
 import Synchronization
 
-/// The contract's routes (CONTRACT §3), independent of how the server is run.
+/// The contract's routes (Docs/contract.md §3), independent of how the server is run.
 final class IngestAPI: Sendable {
     let settings: ServerSettings
     private let queue: any EventQueue

@@ -1,4 +1,5 @@
 import FILocking
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging

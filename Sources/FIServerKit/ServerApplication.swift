@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 
 /// fi-server's settings: the contract's flags plus a few tunables.
 public struct ServerSettings: Sendable {

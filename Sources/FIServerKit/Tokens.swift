@@ -2,7 +2,7 @@ import Crypto
 import FIPartitioning
 import Foundation
 
-/// API tokens from a tokens file (CONTRACT §3): each non-comment line is
+/// API tokens from a tokens file (Docs/contract.md §3): each non-comment line is
 /// `<token> <site>[,<site>…]` or `<token> *`.
 ///
 /// Only SHA-256 digests of the tokens are kept. A presented token is hashed

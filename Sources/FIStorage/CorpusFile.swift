@@ -1,4 +1,4 @@
-// Creating and opening corpus files (CONTRACT §5). Every function here expects
+// Creating and opening corpus files (Docs/contract.md §5). Every function here expects
 // the HDF5 library lock held, unless it says otherwise.
 internal import CHDF5
 import Foundation
@@ -41,12 +41,12 @@ struct CorpusColumns {
     /// a compressed payload keeps a cache big enough for its chunk.
     static func open(file: HDF5Handle, path: String) throws -> CorpusColumns {
         guard H5Lexists(file.id, CorpusLayout.group, CHDF5_P_DEFAULT()) > 0 else {
-            throw StorageError(code: .corrupt, message: "\(path) has no /\(CorpusLayout.group) group; not a corpus file (CONTRACT §5)")
+            throw StorageError(code: .corrupt, message: "\(path) has no /\(CorpusLayout.group) group; not a corpus file (Docs/contract.md §5)")
         }
         let group = try HDF5Handle.make(H5Gopen2(file.id, CorpusLayout.group, CHDF5_P_DEFAULT()), .group, "H5Gopen2(/events) in \(path)")
         func column(_ name: String, _ type: ColumnType) throws -> Column {
             guard H5Lexists(group.id, name, CHDF5_P_DEFAULT()) > 0 else {
-                throw StorageError(code: .corrupt, message: "\(path) has no /events/\(name); not a corpus file (CONTRACT §5)")
+                throw StorageError(code: .corrupt, message: "\(path) has no /events/\(name); not a corpus file (Docs/contract.md §5)")
             }
             let probe = try HDF5Handle.make(H5Dopen2(group.id, name, CHDF5_P_DEFAULT()), .dataset, "H5Dopen2(/events/\(name)) in \(path)")
             let dcpl = try HDF5Handle.make(H5Dget_create_plist(probe.id), .plist, "H5Dget_create_plist(\(name))")

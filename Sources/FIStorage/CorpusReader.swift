@@ -38,7 +38,7 @@ public final class CorpusReader: Sendable {
     ///
     /// - Throws: ``StorageError`` — `.hdf5` if HDF5 cannot open it, `.corrupt` if
     ///   it lacks the corpus layout.
-    public static func open(path: String, logger: Logger) async throws -> CorpusReader {
+    public static func open(path: String, logger: Logger = .disabled) async throws -> CorpusReader {
         let queue = DispatchQueue(label: "fi.storage.reader")
         // The core's state is read only on its queue, even here: the row count
         // travels out as a value (Thread Sanitizer cannot see a continuation's
@@ -75,8 +75,7 @@ public final class CorpusReader: Sendable {
 
     /// Up to `limit` rows whose stream id is above `streamID` (all rows from the
     /// start for `nil`), in stream order. Binary search on `stream_id`.
-    /// - Throws: `.invalidRecord` if `streamID` is not `<ms>-<seq>`.
-    public func records(after streamID: String?, limit: Int) async throws -> [CorpusRecord] {
+    public func records(after streamID: StreamEntryID?, limit: Int) async throws -> [CorpusRecord] {
         let core = self.core
         return try await run { try core.records(after: streamID, limit: limit) }
     }
@@ -252,7 +251,7 @@ final class ReaderCore: @unchecked Sendable {
         }
         var starts = [UInt64](repeating: 0, count: k)
         for i in 0..<k { starts[i] = i == 0 ? firstStart : ends[i - 1] }
-        return assemble(cids: cids, sids: sids, received: received, starts: starts, ends: ends, payload: payload, base: firstStart)
+        return try assemble(cids: cids, sids: sids, received: received, starts: starts, ends: ends, payload: payload, base: firstStart, firstRow: low)
     }
 
     /// Payload offsets read from the file: each row's range lies within
@@ -270,19 +269,25 @@ final class ReaderCore: @unchecked Sendable {
         }
     }
 
+    /// Rows from their column cells. A stream id that does not parse is `.corrupt`;
+    /// the error names the row: `rows[i]`, or `firstRow + i` for a contiguous read.
     private func assemble(cids: [UInt8], sids: [UInt8], received: [Int64], starts: [UInt64], ends: [UInt64],
-                          payload: [UInt8], base: UInt64, offsets: [Int]? = nil) -> [CorpusRecord] {
+                          payload: [UInt8], base: UInt64, offsets: [Int]? = nil, rows: [Int]? = nil, firstRow: Int = 0) throws -> [CorpusRecord] {
         let cidSize = CorpusLayout.consultationIDBytes, sidSize = CorpusLayout.streamIDBytes
         var records = [CorpusRecord]()
         records.reserveCapacity(received.count)
-        cids.withUnsafeBytes { cidRaw in
-            sids.withUnsafeBytes { sidRaw in
+        try cids.withUnsafeBytes { cidRaw in
+            try sids.withUnsafeBytes { sidRaw in
                 for i in 0..<received.count {
                     let from = offsets?[i] ?? Int(starts[i] - base)
                     let length = Int(ends[i] - starts[i])
+                    let sidCell = FixedString.trimmed(UnsafeRawBufferPointer(rebasing: sidRaw[(i * sidSize)..<((i + 1) * sidSize)]))
+                    guard let streamID = StreamEntryID(bytes: sidCell) else {
+                        throw StorageError(code: .corrupt, message: "row \(rows?[i] ?? firstRow + i) of \(path) has an unreadable stream id")
+                    }
                     records.append(CorpusRecord(
                         consultationID: FixedString.decode(UnsafeRawBufferPointer(rebasing: cidRaw[(i * cidSize)..<((i + 1) * cidSize)])),
-                        streamID: FixedString.decode(UnsafeRawBufferPointer(rebasing: sidRaw[(i * sidSize)..<((i + 1) * sidSize)])),
+                        streamID: streamID,
                         receivedAtMs: received[i],
                         payload: Array(payload[from..<(from + length)])))
                 }
@@ -291,14 +296,11 @@ final class ReaderCore: @unchecked Sendable {
         return records
     }
 
-    func records(after streamID: String?, limit: Int) throws -> [CorpusRecord] {
+    func records(after id: StreamEntryID?, limit: Int) throws -> [CorpusRecord] {
         let columns = try open()
         guard limit > 0 else { return [] }
         var start = 0
-        if let streamID {
-            guard let after = StreamID(streamID) else {
-                throw StorageError(code: .invalidRecord, message: "stream id \"\(streamID.prefix(64))\" is not <ms>-<seq>")
-            }
+        if let after = id {
             // First row whose stream id is above `after`; rows are in stream order.
             var low = 0, high = rowCount
             var cell = [UInt8](repeating: 0, count: CorpusLayout.streamIDBytes)
@@ -307,7 +309,7 @@ final class ReaderCore: @unchecked Sendable {
                 try HDF5Library.withLock {
                     try cell.withUnsafeMutableBytes { try columns.streamID.read(at: mid, count: 1, into: $0.baseAddress!) }
                 }
-                let id = cell.withUnsafeBytes { StreamID(utf8: FixedString.trimmed($0)) }
+                let id = cell.withUnsafeBytes { StreamEntryID(bytes: FixedString.trimmed($0)) }
                 guard let id else {
                     throw StorageError(code: .corrupt, message: "row \(mid) of \(path) has an unreadable stream id")
                 }
@@ -363,8 +365,8 @@ final class ReaderCore: @unchecked Sendable {
                 try payload.withUnsafeMutableBytes { try columns.payload.read(ranges: ranges, into: $0.baseAddress!) }
             }
         }
-        let records = assemble(cids: cids, sids: sids, received: received, starts: starts, ends: ends,
-                               payload: payload, base: 0, offsets: offsets)
+        let records = try assemble(cids: cids, sids: sids, received: received, starts: starts, ends: ends,
+                                   payload: payload, base: 0, offsets: offsets, rows: rows)
         return records.filter { $0.consultationID == consultationID }
     }
 }

@@ -1,15 +1,17 @@
+@_exported import FIStreamID
+
 /// One row of a corpus: a queued event as it is stored.
 public struct CorpusRecord: Sendable, Equatable {
     /// The consultation the event belongs to (UTF-8, at most 128 bytes, no NUL).
     public var consultationID: String
-    /// The stream entry id, `<ms>-<seq>` (both decimal `UInt64`).
-    public var streamID: String
+    /// The stream entry id; stored as `<ms>-<seq>` in the `stream_id` column.
+    public var streamID: StreamEntryID
     /// When the server received the event, Unix milliseconds.
     public var receivedAtMs: Int64
     /// The event's JSON, byte for byte as queued (must be UTF-8).
     public var payload: [UInt8]
 
-    public init(consultationID: String, streamID: String, receivedAtMs: Int64, payload: [UInt8]) {
+    public init(consultationID: String, streamID: StreamEntryID, receivedAtMs: Int64, payload: [UInt8]) {
         self.consultationID = consultationID
         self.streamID = streamID
         self.receivedAtMs = receivedAtMs
@@ -37,68 +39,11 @@ public struct AppendOutcome: Sendable, Equatable {
     }
 }
 
-/// A parsed stream entry id `<ms>-<seq>`, compared numerically.
-struct StreamID: Comparable, Hashable, Sendable, CustomStringConvertible {
-    var ms: UInt64
-    var seq: UInt64
-
-    /// Parses `<ms>-<seq>`: two runs of 1–20 ASCII digits that each fit `UInt64`.
-    init?(_ text: String) {
-        let parsed = text.utf8.withContiguousStorageIfAvailable { StreamID(utf8: UnsafeRawBufferPointer($0)) }
-            ?? Array(text.utf8).withUnsafeBytes { StreamID(utf8: $0) }
-        guard let parsed else { return nil }
-        self = parsed
-    }
-
-    init?(utf8 bytes: UnsafeRawBufferPointer) {
-        guard bytes.count >= 3, bytes.count <= CorpusLayout.streamIDBytes else { return nil }
-        var ms: UInt64 = 0, seq: UInt64 = 0
-        var digits = 0
-        var sawDash = false
-        for byte in bytes {
-            if byte == UInt8(ascii: "-") {
-                guard !sawDash, digits > 0 else { return nil }
-                sawDash = true
-                digits = 0
-                continue
-            }
-            guard byte >= 0x30, byte <= 0x39 else { return nil }
-            let digit = UInt64(byte - 0x30)
-            digits += 1
-            if sawDash {
-                let (m, o1) = seq.multipliedReportingOverflow(by: 10)
-                let (s, o2) = m.addingReportingOverflow(digit)
-                guard !o1, !o2 else { return nil }
-                seq = s
-            } else {
-                let (m, o1) = ms.multipliedReportingOverflow(by: 10)
-                let (s, o2) = m.addingReportingOverflow(digit)
-                guard !o1, !o2 else { return nil }
-                ms = s
-            }
-        }
-        guard sawDash, digits > 0 else { return nil }
-        self.ms = ms
-        self.seq = seq
-    }
-
-    init(ms: UInt64, seq: UInt64) {
-        self.ms = ms
-        self.seq = seq
-    }
-
-    static func < (a: StreamID, b: StreamID) -> Bool {
-        (a.ms, a.seq) < (b.ms, b.seq)
-    }
-
-    var description: String { "\(ms)-\(seq)" }
-}
-
-/// Names, types and sizes of CONTRACT §5.
+/// Names, types and sizes of Docs/contract.md §5.
 enum CorpusLayout {
     static let group = "events"
     static let consultationIDBytes = 128
-    static let streamIDBytes = 41
+    static let streamIDBytes = StreamEntryID.maximumLength
 
     static let consultationID = "consultation_id"
     static let streamID = "stream_id"

@@ -7,7 +7,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// The single writer of one partition's `corpus.h5` (CONTRACT §5).
+/// The single writer of one partition's `corpus.h5` (Docs/contract.md §5).
 ///
 /// Opening takes an exclusive lock (`flock` on `<path>.lock`), creates the file
 /// on first use, and otherwise recovers it: stale writer flags are cleared the
@@ -61,7 +61,7 @@ public final class CorpusWriter: Sendable {
     }
 
     private struct Snapshot: Sendable {
-        var lastStreamID: String?
+        var lastStreamID: StreamEntryID?
         var rowCount: Int
     }
 
@@ -87,7 +87,7 @@ public final class CorpusWriter: Sendable {
     /// - Returns: The writer, holding the file's lock until ``close()``.
     /// - Throws: ``StorageError`` — `.locked` at once if another writer holds
     ///   the file, `.corrupt` if the file lacks the corpus layout, `.hdf5`/`.io` otherwise.
-    public static func open(path: String, options: Options = .init(), logger: Logger) async throws -> CorpusWriter {
+    public static func open(path: String, options: Options = .init(), logger: Logger = .disabled) async throws -> CorpusWriter {
         let queue = DispatchQueue(label: "fi.storage.writer")
         // The core's state is read only on its queue, even here (see CorpusReader.open).
         let (core, snapshot) = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(WriterCore, Snapshot), any Error>) in
@@ -102,7 +102,7 @@ public final class CorpusWriter: Sendable {
     }
 
     /// The watermark: the stream id of the last whole row, `nil` for an empty corpus.
-    public var lastStreamID: String? { snapshot.withLock { $0.lastStreamID } }
+    public var lastStreamID: StreamEntryID? { snapshot.withLock { $0.lastStreamID } }
 
     /// The number of whole rows.
     public var rowCount: Int { snapshot.withLock { $0.rowCount } }
@@ -157,8 +157,8 @@ final class WriterCore: @unchecked Sendable {
     private var fd: Int32 = -1
     private(set) var rowCount = 0
     private var payloadBytes = 0
-    private var watermark: StreamID?
-    private(set) var lastStreamID: String?
+    /// The stream id of the last whole row: the watermark.
+    private(set) var lastStreamID: StreamEntryID?
     private var failure: StorageError?
 
     // Scratch buffers reused across batches.
@@ -188,9 +188,9 @@ final class WriterCore: @unchecked Sendable {
         try openForWrite()
         self.lock = lock
         opened = true
-        logger.info("corpus opened for writing", metadata: [
+        logger.debug("corpus opened for writing", metadata: [
             "fi.corpus.rows": "\(rowCount)",
-            "fi.corpus.last_stream_id": "\(lastStreamID ?? "-")",
+            "fi.corpus.last_stream_id": "\(lastStreamID.map(\.description) ?? "-")",
         ])
     }
 
@@ -216,7 +216,7 @@ final class WriterCore: @unchecked Sendable {
         }
         let directory = (path as NSString).deletingLastPathComponent
         try POSIX.fsync(path: directory.isEmpty ? "." : directory, directory: true)
-        logger.info("corpus created", metadata: ["fi.corpus.compression": "\(options.compression)"])
+        logger.debug("corpus created", metadata: ["fi.corpus.compression": "\(options.compression)"])
     }
 
     /// Opens RDWR + SWMR-write with the recovery settings, then cuts a torn batch.
@@ -258,9 +258,7 @@ final class WriterCore: @unchecked Sendable {
             keepBytes = Int(end)
             var cell = [UInt8](repeating: 0, count: CorpusLayout.streamIDBytes)
             try cell.withUnsafeMutableBytes { try columns.streamID.read(at: whole - 1, count: 1, into: $0.baseAddress!) }
-            let text = cell.withUnsafeBytes { FixedString.decode($0) }
-            watermark = StreamID(text)
-            lastStreamID = text
+            lastStreamID = cell.withUnsafeBytes { StreamEntryID(bytes: FixedString.trimmed($0)) }
         }
         rowCount = whole
         payloadBytes = keepBytes
@@ -268,7 +266,7 @@ final class WriterCore: @unchecked Sendable {
         if torn {
             for column in columns.rowColumns { try column.setCount(whole) }
             try columns.payload.setCount(keepBytes)
-            logger.info("corpus recovered: torn batch cut back to the last whole row", metadata: [
+            logger.debug("corpus recovered: torn batch cut back to the last whole row", metadata: [
                 "fi.corpus.rows": "\(whole)",
                 "fi.corpus.column_rows": "\(counts)",
                 "fi.corpus.payload_bytes": "\(bytes)",
@@ -299,7 +297,7 @@ final class WriterCore: @unchecked Sendable {
                     let start = i > 0 ? ends[i - 1] : previousEnd
                     guard end <= UInt64(payloadBytes), end >= start else { continue }
                     let cell = UnsafeRawBufferPointer(rebasing: raw[(i * CorpusLayout.streamIDBytes)..<((i + 1) * CorpusLayout.streamIDBytes)])
-                    guard StreamID(utf8: FixedString.trimmed(cell)) != nil else { continue }
+                    guard StreamEntryID(bytes: FixedString.trimmed(cell)) != nil else { continue }
                     return low + i + 1
                 }
                 return nil
@@ -310,7 +308,7 @@ final class WriterCore: @unchecked Sendable {
         return 0
     }
 
-    func append(_ records: [CorpusRecord]) throws -> (AppendOutcome, String?, Int) {
+    func append(_ records: [CorpusRecord]) throws -> (AppendOutcome, StreamEntryID?, Int) {
         guard let columns else { throw StorageError(code: .closed, message: "the corpus writer for \(path) is closed") }
         if let failure {
             throw StorageError(code: .failed, message: "an earlier append to \(path) failed part-way; reopen the corpus to recover", underlying: failure)
@@ -318,14 +316,12 @@ final class WriterCore: @unchecked Sendable {
 
         // 1. Validate and filter: nothing is written unless the whole batch is good.
         accepted.removeAll(keepingCapacity: true)
-        var mark = watermark
+        var mark = lastStreamID
         var total = 0
         // Records are read in place (a copy of each would retain and release its three buffers).
         let rejection: (index: Int, why: String)? = records.withUnsafeBufferPointer { records in
             for index in records.indices {
-                guard let id = StreamID(records[index].streamID) else {
-                    return (index, "stream id is not <ms>-<seq> (decimal UInt64s, at most \(CorpusLayout.streamIDBytes) bytes)")
-                }
+                let id = records[index].streamID
                 if let mark, id <= mark { continue }
                 let cidBytes = records[index].consultationID.utf8.count
                 guard cidBytes <= CorpusLayout.consultationIDBytes else {
@@ -368,7 +364,8 @@ final class WriterCore: @unchecked Sendable {
                 streamBuffer.withUnsafeMutableBytes { sids in
                     for (row, index) in accepted.enumerated() {
                         Self.copyUTF8(records[index].consultationID, to: cids.baseAddress! + row * cidSize)
-                        Self.copyUTF8(records[index].streamID, to: sids.baseAddress! + row * sidSize)
+                        _ = records[index].streamID.write(into: UnsafeMutableBufferPointer(
+                            start: (sids.baseAddress! + row * sidSize).assumingMemoryBound(to: UInt8.self), count: sidSize))
                         receivedBuffer.append(records[index].receivedAtMs)
                         records[index].payload.withUnsafeBytes { payloadBuffer.append(contentsOf: $0) }
                         end += UInt64(records[index].payload.count)
@@ -403,12 +400,11 @@ final class WriterCore: @unchecked Sendable {
             if options.fsync { try POSIX.dataSync(fd: fd, path: path) }
         } catch let error as StorageError {
             failure = error
-            logger.error("corpus append failed; writer disabled until reopened", metadata: ["fi.corpus.error": "\(error)"])
+            logger.debug("corpus append failed; writer disabled until reopened", metadata: ["fi.corpus.error": "\(error)"])
             throw error
         }
         rowCount = newRows
         payloadBytes = newBytes
-        watermark = mark
         lastStreamID = lastID
         return (AppendOutcome(appended: k, skipped: skipped), lastID, rowCount)
     }
@@ -424,8 +420,7 @@ final class WriterCore: @unchecked Sendable {
     }
 
     private func invalid(_ index: Int, _ record: CorpusRecord, _ why: String) -> StorageError {
-        let id = record.streamID.count <= 64 ? record.streamID : String(record.streamID.prefix(64)) + "…"
-        return StorageError(code: .invalidRecord, message: "record \(index) (stream id \"\(id)\") rejected, batch not written: \(why)")
+        StorageError(code: .invalidRecord, message: "record \(index) (stream id \(record.streamID)) rejected, batch not written: \(why)")
     }
 
     func close() throws {
@@ -443,6 +438,6 @@ final class WriterCore: @unchecked Sendable {
         fd = -1
         // The close rewrote the superblock (status flags cleared): make that durable too.
         if options.fsync { try POSIX.fsync(path: path) }
-        logger.info("corpus closed", metadata: ["fi.corpus.rows": "\(rowCount)"])
+        logger.debug("corpus closed", metadata: ["fi.corpus.rows": "\(rowCount)"])
     }
 }

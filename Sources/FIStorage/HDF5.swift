@@ -95,7 +95,7 @@ extension HDF5Handle {
     }
 }
 
-/// The element types of CONTRACT §5.
+/// The element types of Docs/contract.md §5.
 enum ColumnType {
     case fixedString(size: Int, utf8: Bool)
     case int64
@@ -255,7 +255,7 @@ final class Column: @unchecked Sendable {
             ok = cls == H5T_INTEGER && size == 1
         }
         guard ok else {
-            throw StorageError(code: .corrupt, message: "dataset /events/\(name) has an unexpected type (class \(cls.rawValue), size \(size)); see CONTRACT §5")
+            throw StorageError(code: .corrupt, message: "dataset /events/\(name) has an unexpected type (class \(cls.rawValue), size \(size)); see Docs/contract.md §5")
         }
     }
 }

@@ -21,7 +21,7 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
         public static let invalidRecord = Code(.invalidRecord)
         /// A POSIX call (open, flock, fsync, mkdir…) failed.
         public static let io = Code(.io)
-        /// The file does not have the corpus layout (CONTRACT §5).
+        /// The file does not have the corpus layout (Docs/contract.md §5).
         public static let corrupt = Code(.corrupt)
         /// The writer or reader was already closed.
         public static let closed = Code(.closed)

@@ -7,7 +7,7 @@ struct EntryProblem: Error {
     let reason: String
 }
 
-/// Turns a stream entry (CONTRACT §2) into a corpus record, or says why not.
+/// Turns a stream entry (Docs/contract.md §2) into a corpus record, or says why not.
 enum EntryDecoder {
     static func decode(_ entry: StreamEntry) -> Result<CorpusRecord, EntryProblem> {
         guard let idBytes = entry[field: "consultation_id"] else {
@@ -33,7 +33,7 @@ enum EntryDecoder {
             receivedAt = value
         }
         return .success(
-            CorpusRecord(consultationID: consultationID, streamID: entry.id.description, receivedAtMs: receivedAt, payload: payload)
+            CorpusRecord(consultationID: consultationID, streamID: entry.id, receivedAtMs: receivedAt, payload: payload)
         )
     }
 }

@@ -58,7 +58,6 @@ final class PartitionRunner: Sendable {
     /// Runs until asked to stop or the lease is lost. Never throws: failures
     /// are logged and retried with backoff while the lease lasts.
     func run() async {
-        let stream = key.streamName
         var writer: CorpusWriter?
         var backoff = Backoff(maximum: configuration.maxBackoff)
         var needsRecovery = true
@@ -69,63 +68,12 @@ final class PartitionRunner: Sendable {
         let heldSince = ContinuousClock.now
         var lastSweep = ContinuousClock.now
         var lastProgress = ContinuousClock.now
-
         var drained = false
-        // The steady state is a two-stage pipeline: the next batch is read
-        // while this one is written, and a batch's ack + delete travel while
-        // the next one is written. A batch is still acknowledged only after
-        // its own append (flush + sync) has returned.
-        var prefetch: Task<[StreamEntry], any Error>?
-        var settling: Task<Void, any Error>?
-        /// Reads the next batch. While the stream has a backlog (the first
-        /// read of `batchSize` comes back full) a second read, without
-        /// blocking, takes up to `commitBatches - 1` batches more, so one
-        /// flush + sync commits them all (group commit).
-        func read() -> Task<[StreamEntry], any Error> {
-            let block = isStopping ? nil : configuration.readBlock
-            return Task {
-                let size = self.configuration.batchSize
-                var entries = try await self.queue.readGroup(
-                    self.configuration.group,
-                    consumer: self.configuration.consumer,
-                    from: stream,
-                    count: size,
-                    block: block,
-                    ownPending: false
-                )
-                if self.configuration.commitBatches > 1, entries.count == size, self.mayWrite {
-                    entries += try await self.queue.readGroup(
-                        self.configuration.group,
-                        consumer: self.configuration.consumer,
-                        from: stream,
-                        count: size * (self.configuration.commitBatches - 1),
-                        block: nil,
-                        ownPending: false
-                    )
-                }
-                return entries
-            }
-        }
-        /// Finishes what the pipeline holds: the prefetched batch is stored
-        /// and settled, the last settle awaited.
-        func finishPipeline(_ writer: CorpusWriter?) async throws {
-            if let pending = prefetch {
-                prefetch = nil
-                let entries = try await pending.value
-                if !entries.isEmpty, let writer, mayWrite {
-                    let ids = try await store(entries.map { ($0, nil) }, into: writer)
-                    if let last = settling {
-                        settling = nil
-                        try await last.value
-                    }
-                    try await settle(ids)
-                }
-            }
-            if let last = settling {
-                settling = nil
-                try await last.value
-            }
-        }
+        var pipeline = BatchPipeline(
+            read: { self.readBatch() },
+            store: { batch, writer in try await self.store(batch, into: writer) },
+            settle: { ids in try await self.settle(ids) }
+        )
 
         defer { progress.reset() }
         while mayWrite {
@@ -133,17 +81,8 @@ final class PartitionRunner: Sendable {
             if isStopping && (!drainOnStop || drained) { break }
             do {
                 if writer == nil {
-                    // EntryDecoder has checked every payload is UTF-8; the writer need not again.
-                    var options = configuration.store
-                    options.validateUTF8 = false
-                    writer = try await CorpusWriter.open(
-                        path: key.corpusPath(storageRoot: configuration.storageRoot),
-                        options: options,
-                        logger: logger
-                    )
-                    try await queue.createGroup(configuration.group, on: stream)
+                    writer = try await openWriter()
                     needsRecovery = true
-                    logger.info("partition opened", metadata: ["fi.rows": "\(writer!.rowCount)", "fi.watermark": "\(writer!.lastStreamID ?? "-")"])
                 }
                 let writer = writer!
 
@@ -157,8 +96,8 @@ final class PartitionRunner: Sendable {
                 }
 
                 if needsRecovery {
-                    try await finishPipeline(writer)
-                    switch try await recover(into: writer, heldSince: heldSince, applyDeliveryLimit: firstRecovery) {
+                    try await pipeline.finish(into: mayWrite ? writer : nil)
+                    switch try await recover(into: writer, through: &pipeline, heldSince: heldSince, applyDeliveryLimit: firstRecovery) {
                     case .done:
                         needsRecovery = false
                         firstRecovery = false
@@ -172,48 +111,28 @@ final class PartitionRunner: Sendable {
                     }
                 }
 
-                let next = prefetch ?? read()
-                prefetch = nil
-                let entries = try await next.value
+                let entries = try await pipeline.next()
                 drained = entries.isEmpty
                 if !entries.isEmpty {
-                    if !isStopping || drainOnStop { prefetch = read() }
-                    let ids = try await store(entries.map { ($0, nil) }, into: writer)
-                    if let last = settling {
-                        settling = nil
-                        try await last.value
-                    }
-                    settling = Task { try await self.settle(ids) }
+                    if !isStopping || drainOnStop { pipeline.startReadAhead() }
+                    try await pipeline.storeThenSettle(entries.map { ($0, nil) }, into: writer, wait: false)
                 }
                 backoff.reset()
             } catch {
-                // The batch in hand (if any) was not stored, so the prefetched
-                // next batch must not be either: a later row in the file would
-                // put the batch in hand below the watermark, and recovery would
-                // take it for stored. Never abandon a read in flight either: if
-                // it reached Redis after the recovery below, its entries would
-                // be pending yet unseen. Let it finish (BLOCK bounds it) and
-                // leave what it delivered pending, recovered in order later.
-                if let pending = prefetch {
-                    prefetch = nil
-                    _ = try? await pending.value
-                }
-                if let last = settling {
-                    settling = nil
-                    _ = try? await last.value
-                }
+                await pipeline.abandon()
                 // Lease lost or task cancelled: stop (nothing is left to finish).
                 if error is CancellationError { break }
                 // Entries read but not persisted stay pending for this
                 // consumer; recovery re-reads them in order before anything new.
                 needsRecovery = true
-                if let storageError = error as? StorageError, storageError.code != .locked {
+                let locked = (error as? StorageError)?.code == .locked
+                if error is StorageError, !locked {
                     // The writer refuses appends after an HDF5/I/O failure; reopen it.
                     try? await writer?.close()
                     writer = nil
                 }
-                if let storageError = error as? StorageError, storageError.code == .locked {
-                    logger.warning("corpus file is locked by another writer; retrying", metadata: ["fi.error": "\(storageError)"])
+                if locked {
+                    logger.warning("corpus file is locked by another writer; retrying", metadata: ["fi.error": "\(error)"])
                 } else {
                     logger.warning("partition batch failed; backing off", metadata: ["fi.error": "\(error)", "fi.backoff": "\(backoff.current)"])
                 }
@@ -221,10 +140,10 @@ final class PartitionRunner: Sendable {
                 do { try await backoff.wait() } catch { break }
             }
         }
-        // Finish the batch in hand: the prefetched one is written, flushed and
+        // Finish the batch in hand: the one read ahead is written, flushed and
         // acknowledged too, and the last acknowledgement awaited.
         do {
-            try await finishPipeline(writer)
+            try await pipeline.finish(into: mayWrite ? writer : nil)
         } catch {
             logger.warning("finishing the last batch failed; it stays pending", metadata: ["fi.error": "\(error)"])
         }
@@ -236,6 +155,43 @@ final class PartitionRunner: Sendable {
             }
         }
         logger.info("partition released", metadata: ["fi.lease_valid": "\(lease.isValid)"])
+    }
+
+    /// Opens the partition's corpus and makes sure its consumer group exists.
+    private func openWriter() async throws -> CorpusWriter {
+        // EntryDecoder has checked every payload is UTF-8; the writer need not again.
+        var options = configuration.store
+        options.validateUTF8 = false
+        let writer = try await CorpusWriter.open(
+            path: key.corpusPath(storageRoot: configuration.storageRoot),
+            options: options,
+            logger: logger
+        )
+        try await queue.createGroup(configuration.group, on: key.streamName)
+        logger.info("partition opened", metadata: ["fi.rows": "\(writer.rowCount)", "fi.watermark": "\(writer.lastStreamID.map(\.description) ?? "-")"])
+        return writer
+    }
+
+    /// Starts reading the next batch. While the stream has a backlog (the first
+    /// read of `batchSize` comes back full) a second read, without blocking,
+    /// takes up to `commitBatches - 1` batches more, so one flush + sync commits
+    /// them all (group commit).
+    private func readBatch() -> Task<[StreamEntry], any Error> {
+        let block = isStopping ? nil : configuration.readBlock
+        return Task {
+            let size = configuration.batchSize
+            var entries = try await queue.readGroup(
+                configuration.group, consumer: configuration.consumer, from: key.streamName,
+                count: size, block: block, ownPending: false
+            )
+            if configuration.commitBatches > 1, entries.count == size, mayWrite {
+                entries += try await queue.readGroup(
+                    configuration.group, consumer: configuration.consumer, from: key.streamName,
+                    count: size * (configuration.commitBatches - 1), block: nil, ownPending: false
+                )
+            }
+            return entries
+        }
     }
 
     enum RecoveryState {
@@ -253,6 +209,7 @@ final class PartitionRunner: Sendable {
     /// `claimIdle`; until then nothing new is read, so rows stay in order.
     private func recover(
         into writer: CorpusWriter,
+        through pipeline: inout BatchPipeline,
         heldSince: ContinuousClock.Instant,
         applyDeliveryLimit: Bool
     ) async throws -> RecoveryState {
@@ -283,7 +240,8 @@ final class PartitionRunner: Sendable {
             }
             if !result.entries.isEmpty {
                 progress.claimed.increment(by: result.entries.count)
-                try await persist(result.entries.map { ($0.entry, applyDeliveryLimit ? $0.deliveryCount : nil) }, into: writer)
+                try await pipeline.storeThenSettle(
+                    result.entries.map { ($0.entry, applyDeliveryLimit ? $0.deliveryCount : nil) }, into: writer, wait: true)
             }
             guard let next = result.nextStart else { break }
             start = next
@@ -291,16 +249,11 @@ final class PartitionRunner: Sendable {
         return .done
     }
 
-    /// Stores a batch in stream order and only then acknowledges and deletes it.
-    private func persist(_ batch: [(entry: StreamEntry, deliveries: Int?)], into writer: CorpusWriter) async throws {
-        try await settle(try await store(batch, into: writer))
-    }
-
     /// Makes a batch durable: each entry is in the corpus (appended, flushed,
     /// synced), already was, or is in `fi:dead:<partition>`.
     /// - Returns: the ids that may now be acknowledged.
-    private func store(_ batch: [(entry: StreamEntry, deliveries: Int?)], into writer: CorpusWriter) async throws -> [StreamEntryID] {
-        let watermark = writer.lastStreamID.flatMap(StreamEntryID.init)
+    private func store(_ batch: BatchPipeline.Batch, into writer: CorpusWriter) async throws -> [StreamEntryID] {
+        let watermark = writer.lastStreamID
         var records: [CorpusRecord] = []
         records.reserveCapacity(batch.count)
         var dead: [(StreamEntry, String)] = []

@@ -1,3 +1,4 @@
+import FIPartitioning
 import FIQueue
 import Foundation
 import Hummingbird
@@ -5,6 +6,7 @@ import Logging
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 
 /// Where the queue lives: a Redis URL, Redis Cluster seeds, or nowhere (embedded).
 public struct QueueTarget: Sendable, CustomStringConvertible {

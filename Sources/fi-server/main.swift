@@ -22,6 +22,7 @@ struct FIServerCommand: AsyncParsableCommand {
             Without a subcommand fi-server serves. `fi-server capacity --help` plans capacity, or measures it \
             from a running fi-server's /metrics.
             """,
+        version: BuildInfo.versionLine,
         subcommands: [CapacitySubcommand.self]
     )
 

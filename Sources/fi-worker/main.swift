@@ -15,7 +15,8 @@ struct FIWorkerCommand: AsyncParsableCommand {
             as it appears. Each partition is written by one worker at a time (a lease in Redis); entries are \
             acknowledged only after their rows are flushed and fsynced. SIGTERM/SIGINT finishes the batch in \
             hand, then exits 0. REDIS_URL is read when neither --redis-url nor --redis-cluster is given.
-            """
+            """,
+        version: BuildInfo.versionLine
     )
 
     @Argument(help: "Partition keys to consume, e.g. site_a partition_2.")

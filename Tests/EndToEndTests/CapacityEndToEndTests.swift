@@ -1,3 +1,4 @@
+import FITestSupport
 import Foundation
 import Testing
 
@@ -78,7 +79,7 @@ struct CapacityEndToEndTests {
     func fromMetrics() async throws {
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
-        let port = try E2E.freePort()
+        let port = try Loopback.freePort()
         let base = "http://127.0.0.1:\(port)"
         let server = try Child("server", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage, "--log-level", "error"], logDirectory: storage)
         try await HTTP.waitHealthy(base, process: server)
@@ -131,7 +132,7 @@ struct CapacityEndToEndTests {
     func unreachable() async throws {
         let directory = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let port = try E2E.freePort()
+        let port = try Loopback.freePort()
         let (status, output) = try await Self.run(["capacity", "--from-metrics", "http://127.0.0.1:\(port)", "--interval", "1"], in: directory)
         #expect(status == 1, "\(output)")
         #expect(output.split(separator: "\n").count == 1, "\(output)")

@@ -1,6 +1,7 @@
 import FIPartitioning
 import FIQueue
 import FIStorage
+import FITestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -132,15 +133,15 @@ struct Tally: CustomStringConvertible {
             var previous: StreamEntryID?
             for row in partitionRows {
                 stored += 1
-                let id = StreamEntryID(row.streamID)
-                if let previous, let id, !(previous < id) { outOfOrder += 1 }
+                let id = row.streamID
+                if let previous, !(previous < id) { outOfOrder += 1 }
                 previous = id
                 let eventID = Self.eventID(of: row)
                 seen[eventID, default: 0] += 1
                 if !sentIDs.contains(eventID) {
                     unknown += 1
                 } else if let messageID = acceptedIDs[eventID] {
-                    if messageID != row.streamID { mismatched += 1 }
+                    if messageID != row.streamID.description { mismatched += 1 }
                 } else if seen[eventID] == 1 {
                     storedWithout202 += 1
                 }
@@ -184,7 +185,7 @@ enum Faults {
         let queue = try await RedisEventQueue.connect(url: url, logger: E2E.logger)
         defer { Task { await queue.close() } }
         do {
-            try await E2E.eventually("every stream persisted and empty", timeout: timeout) {
+            try await eventually("every stream persisted and empty", timeout: timeout) {
                 for partition in partitions {
                     let stream = "fi:events:\(partition)"
                     if try await queue.length(of: stream) != 0 { return false }

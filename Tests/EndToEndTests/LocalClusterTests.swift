@@ -1,6 +1,7 @@
 import FIPartitioning
 import FIQueue
 import FIStorage
+import FITestSupport
 import Foundation
 import Testing
 
@@ -36,7 +37,7 @@ struct LocalClusterTests {
             for _ in 0..<200 {
                 let base = Int.random(in: 20_000..<29_000, using: &generator)
                 let ports = Array(base..<(base + 7)) + [base + 10_000, base + 10_001, base + 10_002]
-                if ports.allSatisfy({ E2E.canBind(port: $0) }) { return base }
+                if ports.allSatisfy({ Loopback.canBind(port: $0) }) { return base }
             }
             throw EventQueueError(.unavailable, "no free port range on 127.0.0.1")
         }
@@ -77,7 +78,7 @@ struct LocalClusterTests {
             let pid = try pid(name)
             try #require(Self.alive(pid), "\(name) is not running before the kill")
             kill(pid, SIGKILL)
-            try await E2E.eventually("\(name) gone after SIGKILL", timeout: .seconds(10)) { !Self.alive(pid) }
+            try await eventually("\(name) gone after SIGKILL", timeout: .seconds(10)) { !Self.alive(pid) }
         }
     }
 
@@ -122,7 +123,7 @@ struct LocalClusterTests {
                     await ledger.retry(ambiguous: true)
                 case 503:
                     // fi-server's 503 `queue_unavailable` may follow an XADD whose reply
-                    // was lost (CONTRACT §3: "could not store the event (or may not have)");
+                    // was lost (Docs/contract.md §3: "could not store the event (or may not have)");
                     // HAProxy's own 503 (no server up) never reached one.
                     let code = (reply.json?["error"] as? [String: Any])?["code"] as? String
                     await ledger.retry(ambiguous: code == "queue_unavailable")
@@ -193,7 +194,7 @@ struct LocalClusterTests {
         }
 
         // Midway: kill fi-server-2 and a worker that holds at least one partition.
-        try await E2E.eventually("half the events accepted", timeout: .seconds(120)) { await ledger.count >= Self.events / 2 }
+        try await eventually("half the events accepted", timeout: .seconds(120)) { await ledger.count >= Self.events / 2 }
         let owners = try await queue.leaseOwners(withPrefix: PartitionKey.leasePrefix)
         let victim = try #require((1...3).first { i in owners.values.contains { $0.hasPrefix("fi-worker-\(i):") } }, "no worker holds a lease: \(owners)")
         let victimPartitions = owners.filter { $0.value.hasPrefix("fi-worker-\(victim):") }.map(\.key)
@@ -212,7 +213,7 @@ struct LocalClusterTests {
         // The remaining workers take the victim's partitions over and drain every stream.
         var streams: [String] = []
         do {
-            try await E2E.eventually("every stream and pending list empty", timeout: .seconds(90)) {
+            try await eventually("every stream and pending list empty", timeout: .seconds(90)) {
                 streams = try await queue.streams(withPrefix: PartitionKey.streamPrefix)
                 for stream in streams {
                     if try await queue.length(of: stream) != 0 { return false }
@@ -247,7 +248,7 @@ struct LocalClusterTests {
         var copies: [Int: [String]] = [:]             // event n → partitions of its rows
         for (partition, rows) in rowsByPartition {
             for row in rows {
-                seen[partition, default: [:]][row.streamID, default: 0] += 1
+                seen[partition, default: [:]][row.streamID.description, default: 0] += 1
                 let object = try JSONSerialization.jsonObject(with: Data(row.payload)) as? [String: Any]
                 let n = try #require(object?["n"] as? Int, "a row that no client sent: \(String(decoding: row.payload, as: UTF8.self))")
                 copies[n, default: []].append(partition)
@@ -260,7 +261,7 @@ struct LocalClusterTests {
         for (partition, rows) in rowsByPartition {
             for row in rows {
                 let object = try? JSONSerialization.jsonObject(with: Data(row.payload)) as? [String: Any]
-                rowOf[partition + " " + row.streamID] = ((object?["n"] as? Int) ?? -1, row.streamID)
+                rowOf[partition + " " + row.streamID.description] = ((object?["n"] as? Int) ?? -1, row.streamID.description)
             }
         }
         for (n, reply) in accepted {

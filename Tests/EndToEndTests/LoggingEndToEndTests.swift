@@ -1,3 +1,4 @@
+import FITestSupport
 import Foundation
 import Testing
 
@@ -9,7 +10,7 @@ struct LoggingEndToEndTests {
     func requestLog() async throws {
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
-        let port = try E2E.freePort()
+        let port = try Loopback.freePort()
         let base = "http://127.0.0.1:\(port)"
         let server = try Child("server", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage, "--log-level", "debug"], logDirectory: storage)
         try await HTTP.waitHealthy(base, process: server)
@@ -17,7 +18,7 @@ struct LoggingEndToEndTests {
         let reply = try await HTTP.request("POST", "\(base)/consultations/log-check-1/events", body: Data(#"{"n":1}"#.utf8))
         #expect(reply.status == 202)
         let id = try #require(reply.headers["x-request-id"])
-        try await E2E.eventually("request logged", timeout: .seconds(10)) { server.log.contains(id) }
+        try await eventually("request logged", timeout: .seconds(10)) { server.log.contains(id) }
         let lines = server.log.split(separator: "\n").filter { $0.contains(id) }
         #expect(lines.count == 1, "\(lines)")
         let line = String(lines.first ?? "")

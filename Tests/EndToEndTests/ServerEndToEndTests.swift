@@ -1,6 +1,7 @@
 import FIPartitioning
 import FIQueue
 import FIStorage
+import FITestSupport
 import Foundation
 import Testing
 
@@ -20,7 +21,7 @@ struct ServerEndToEndTests {
         let url = try await E2E.databaseURL()
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
-        let port = try E2E.freePort()
+        let port = try Loopback.freePort()
         let base = "http://127.0.0.1:\(port)"
         let server = try Child("server", try E2E.binary("fi-server"), ["--port", "\(port)", "--redis-url", url, "--storage", storage], logDirectory: storage)
         let worker = try Child("worker", try E2E.binary("fi-worker"), ["--all", "--redis-url", url, "--storage", storage], logDirectory: storage)
@@ -39,7 +40,7 @@ struct ServerEndToEndTests {
             let parts = key.split(separator: "|", omittingEmptySubsequences: false)
             let query = parts[1].isEmpty ? "" : "?site_id=\(parts[1])"
             let getURL = "\(base)/consultations/\(parts[0])/events\(query)"
-            try await E2E.eventually("\(key) persisted", timeout: .seconds(60)) {
+            try await eventually("\(key) persisted", timeout: .seconds(60)) {
                 let reply = try await HTTP.request("GET", getURL)
                 return (reply.json?["events"] as? [Any])?.count == bodies.count
             }
@@ -61,7 +62,7 @@ struct ServerEndToEndTests {
         let redis = try await OwnRedis()
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
-        let port = try E2E.freePort()
+        let port = try Loopback.freePort()
         let base = "http://127.0.0.1:\(port)"
         let server = try Child("server", try E2E.binary("fi-server"), ["--port", "\(port)", "--redis-url", redis.url, "--storage", storage], logDirectory: storage)
         try await HTTP.waitHealthy(base, process: server)
@@ -87,7 +88,7 @@ struct ServerEndToEndTests {
         #expect(try await HTTP.request("GET", base + "/health").status == 503)
 
         try await redis.start()
-        try await E2E.eventually("202s come back", timeout: .seconds(30)) { try await post(99).status == 202 }
+        try await eventually("202s come back", timeout: .seconds(30)) { try await post(99).status == 202 }
         #expect(try await HTTP.request("GET", base + "/health").status == 200)
 
         // With appendfsync always, every event answered 202 before the crash survived it.
@@ -104,7 +105,7 @@ struct ServerEndToEndTests {
     func embedded() async throws {
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
-        let port = try E2E.freePort()
+        let port = try Loopback.freePort()
         let base = "http://127.0.0.1:\(port)"
         let server = try Child("embedded", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage], logDirectory: storage)
         try await HTTP.waitHealthy(base, process: server)
@@ -122,7 +123,7 @@ struct ServerEndToEndTests {
         #expect(await server.waitForExit(timeout: .seconds(15)) == 0, "\(server.log.suffix(2000))")
         for (partition, ids) in accepted {
             let rows = try await E2E.rows(try PartitionKey(validating: partition), storage: storage)
-            #expect(rows.map(\.streamID) == ids, "\(partition): every event answered 202 is stored once, in order")
+            #expect(rows.map(\.streamID.description) == ids, "\(partition): every event answered 202 is stored once, in order")
         }
         #expect(accepted.values.reduce(0) { $0 + $1.count } == 300)
     }
@@ -140,8 +141,8 @@ struct ServerEndToEndTests {
         let bad = try Child("bad", binary, ["--partitions", "0"], logDirectory: dir)
         let badStatus = await bad.waitForExit(timeout: .seconds(10))
         #expect(badStatus != nil && badStatus != 0)
-        let port = try E2E.freePort()
-        let unreachable = try Child("unreachable", binary, ["--redis-url", "redis://127.0.0.1:\(port)", "--port", "\(try E2E.freePort())"], logDirectory: dir)
+        let port = try Loopback.freePort()
+        let unreachable = try Child("unreachable", binary, ["--redis-url", "redis://127.0.0.1:\(port)", "--port", "\(try Loopback.freePort())"], logDirectory: dir)
         let status = await unreachable.waitForExit(timeout: .seconds(15))
         #expect(status != nil && status != 0)
         #expect(unreachable.log.contains("fi-server: error: cannot reach"))

@@ -1,6 +1,7 @@
 import FIPartitioning
 import FIQueue
 import FIStorage
+import FITestSupport
 import Foundation
 import Logging
 import Testing
@@ -57,79 +58,6 @@ enum E2E {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("fi-e2e-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
-    }
-
-    /// A TCP port on 127.0.0.1 that was free a moment ago.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        try #require(bound)
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    /// Whether something accepts TCP connections on 127.0.0.1:`port`.
-    static func canConnect(port: Int) -> Bool {
-        onLoopback(port: port) { connect($0, $1, $2) == 0 }
-    }
-
-    /// Whether a listener could bind 127.0.0.1:`port` now.
-    static func canBind(port: Int) -> Bool {
-        onLoopback(port: port) { bind($0, $1, $2) == 0 }
-    }
-
-    /// Calls `body` with a fresh TCP socket and the address 127.0.0.1:`port`; closes the socket.
-    private static func onLoopback(port: Int, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Bool) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-    }
-
-    /// Whether a Redis on 127.0.0.1:`port` answers PING with PONG (not LOADING).
-    static func answersPing(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard connected else { return false }
-        let ping = Array("PING\r\n".utf8)
-        guard write(fd, ping, ping.count) == ping.count else { return false }
-        var reply = [UInt8](repeating: 0, count: 64)
-        let n = read(fd, &reply, reply.count)
-        return n > 0 && String(decoding: reply.prefix(n), as: UTF8.self).hasPrefix("+PONG")
-    }
-
-    /// Waits (bounded) until `condition` holds; records an issue and throws on timeout.
-    static func eventually(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if (try? await condition()) == true { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        Issue.record("timed out after \(timeout) waiting for: \(what)")
-        throw CancellationError()
     }
 
     /// All rows of a partition's corpus, empty if it has none.
@@ -201,7 +129,7 @@ final class OwnRedis: @unchecked Sendable {
     private var child: Child?
 
     init(appendfsync: String = "always", environment: [String: String] = [:]) async throws {
-        port = try E2E.freePort()
+        port = try Loopback.freePort()
         directory = try E2E.temporaryDirectory()
         self.appendfsync = appendfsync
         self.environment = environment
@@ -227,7 +155,7 @@ final class OwnRedis: @unchecked Sendable {
         )
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
-            if E2E.answersPing(port: port) { return }
+            if Loopback.answersPing(port: port) { return }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw EventQueueError(.unavailable, "own redis-server did not start")

@@ -1,6 +1,7 @@
 import FIPartitioning
 import FIQueue
 import FIStorage
+import FITestSupport
 import Foundation
 import Testing
 
@@ -64,7 +65,7 @@ struct WorkerEndToEndTests {
             workers[victim] = try Child("worker\(victim)-r\(round)", binary, Self.workerArguments(url: url, storage: storage, consumer: "w\(victim)"), logDirectory: storage)
         }
 
-        try await E2E.eventually("streams and pending lists empty", timeout: .seconds(180)) {
+        try await eventually("streams and pending lists empty", timeout: .seconds(180)) {
             for key in keys {
                 if try await queue.length(of: key.streamName) != 0 { return false }
                 if try await queue.pending("fi-workers", on: key.streamName).count != 0 { return false }
@@ -74,7 +75,7 @@ struct WorkerEndToEndTests {
         // A worker restarted a moment ago may not have installed its signal
         // handlers yet (SIGTERM then kills it by default): wait until each has started.
         for worker in workers {
-            try await E2E.eventually("\(worker.name) started", timeout: .seconds(20)) { worker.log.contains("fi-worker started") }
+            try await eventually("\(worker.name) started", timeout: .seconds(20)) { worker.log.contains("fi-worker started") }
         }
         try await Task.sleep(for: .milliseconds(300))
         for worker in workers { worker.terminate() }
@@ -85,7 +86,7 @@ struct WorkerEndToEndTests {
         for key in keys {
             let rows = try await E2E.rows(key, storage: storage)
             #expect(rows.count == sent[key]!.count, "\(key): \(rows.count) rows for \(sent[key]!.count) entries")
-            #expect(rows.map(\.streamID) == sent[key]!.map(\.description), "\(key): each entry once, in stream order")
+            #expect(rows.map(\.streamID) == sent[key]!, "\(key): each entry once, in stream order")
         }
         await queue.close()
     }
@@ -100,7 +101,7 @@ struct WorkerEndToEndTests {
         let sent = try await Self.prefill(queue, keys: [key], count: 30_000)[key]!
 
         let worker = try Child("drain", try E2E.binary("fi-worker"), [key.rawValue, "--redis-url", url, "--storage", storage], logDirectory: storage)
-        try await E2E.eventually("the worker has stored something", timeout: .seconds(30)) {
+        try await eventually("the worker has stored something", timeout: .seconds(30)) {
             try await queue.length(of: key.streamName) < 30_000
         }
         worker.terminate()
@@ -109,7 +110,7 @@ struct WorkerEndToEndTests {
 
         let stored = try await E2E.rows(key, storage: storage).map(\.streamID)
         #expect(try await queue.pending("fi-workers", on: key.streamName).count == 0, "nothing left half-done")
-        #expect(stored == sent.prefix(stored.count).map(\.description), "a prefix of the stream, in order, no duplicates")
+        #expect(stored == Array(sent.prefix(stored.count)), "a prefix of the stream, in order, no duplicates")
         #expect(stored.count + (try await queue.length(of: key.streamName)) == sent.count, "stored + still queued = sent")
         #expect(try await queue.leaseOwners(withPrefix: PartitionKey.leasePrefix).isEmpty, "lease released")
         await queue.close()
@@ -125,20 +126,20 @@ struct WorkerEndToEndTests {
         let sent = try await Self.prefill(queue, keys: [key], count: 20_000)[key]!
         await queue.close()
 
-        let metricsPort = try E2E.freePort()
+        let metricsPort = try Loopback.freePort()
         let worker = try Child(
             "worker", try E2E.binary("fi-worker"),
             [key.rawValue, "--redis-url", redis.url, "--storage", storage, "--metrics-port", "\(metricsPort)", "--log-level", "info"],
             logDirectory: storage
         )
-        try await E2E.eventually("some rows stored", timeout: .seconds(30)) { try await !E2E.rows(key, storage: storage).isEmpty }
+        try await eventually("some rows stored", timeout: .seconds(30)) { try await !E2E.rows(key, storage: storage).isEmpty }
         await redis.kill9()
         try await Task.sleep(for: .seconds(1))
         try await redis.start()
 
         queue = try await RedisEventQueue.connect(url: redis.url, logger: E2E.logger)
         do {
-            try await E2E.eventually("stream and pending list empty", timeout: .seconds(60)) {
+            try await eventually("stream and pending list empty", timeout: .seconds(60)) {
                 let length = try await queue.length(of: key.streamName)
                 let pending = try await queue.pending("fi-workers", on: key.streamName).count
                 return length == 0 && pending == 0
@@ -156,14 +157,14 @@ struct WorkerEndToEndTests {
         worker.terminate()
         #expect(await worker.waitForExit(timeout: .seconds(10)) == 0, "\(worker.log.suffix(2000))")
         let rows = try await E2E.rows(key, storage: storage).map(\.streamID)
-        #expect(rows == sent.map(\.description), "every entry once, in order, across the outage")
+        #expect(rows == sent, "every entry once, in order, across the outage")
         #expect(worker.log.contains("redis connect failed") || worker.log.contains("backing off"), "the outage was logged")
         await queue.close()
     }
 
     @Test("an unreachable Redis at start: a one-line error and a non-zero exit")
     func unreachableAtStart() async throws {
-        let port = try E2E.freePort()
+        let port = try Loopback.freePort()
         let dir = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let worker = try Child("noredis", try E2E.binary("fi-worker"), ["--all", "--redis-url", "redis://127.0.0.1:\(port)", "--storage", dir], logDirectory: dir)

@@ -2,20 +2,11 @@ import FIPartitioning
 import Foundation
 import Testing
 
-/// `../shared/testdata` beside the repository (FI_SHARED_DIR overrides).
-func sharedTestData(_ name: String) throws -> Data {
-    let shared: URL
-    if let dir = ProcessInfo.processInfo.environment["FI_SHARED_DIR"] {
-        shared = URL(fileURLWithPath: dir)
-    } else {
-        shared = URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent()  // FIPartitioningTests
-            .deletingLastPathComponent()  // Tests
-            .deletingLastPathComponent()  // repository
-            .deletingLastPathComponent()
-            .appendingPathComponent("shared")
-    }
-    return try Data(contentsOf: shared.appendingPathComponent("testdata").appendingPathComponent(name))
+/// The reference vectors, a resource of this test target: 1,659 cases computed by the
+/// plan's Python function (`Benchmarks/reference/partition_vectors.py` regenerates them).
+func referenceVectors() throws -> Data {
+    let url = try #require(Bundle.module.url(forResource: "partition_vectors", withExtension: "json"))
+    return try Data(contentsOf: url)
 }
 
 /// Deterministic "random" UUID strings (SplitMix64), so a distribution check
@@ -55,9 +46,9 @@ struct VectorFile: Decodable {
 
 @Suite("Partitioner")
 struct PartitionerTests {
-    @Test("reproduces every reference vector from ../shared/testdata/partition_vectors.json")
-    func referenceVectors() throws {
-        let file = try JSONDecoder().decode(VectorFile.self, from: try sharedTestData("partition_vectors.json"))
+    @Test("reproduces every reference vector (Resources/partition_vectors.json)")
+    func reproducesReferenceVectors() throws {
+        let file = try JSONDecoder().decode(VectorFile.self, from: try referenceVectors())
         #expect(file.cases.count == 1659)
         var partitioners: [Int: Partitioner] = [:]
         for vector in file.cases {

@@ -103,6 +103,18 @@ struct FlatReplyTests {
 /// Command encoding: what the hiredis backend writes to the socket.
 @Suite("Redis command encoding")
 struct CommandEncodingTests {
+    @Test("stream ids parse strictly: two runs of decimal digits that fit UInt64, at most 41 bytes")
+    func streamIDParsing() {
+        let bad = ["", "1700000000010", "1700000000010-", "-1", "a-1", "1-2-3", "+1-2", " 1-2", "1-2 ",
+                   "99999999999999999999-0", "1-18446744073709551616", String(repeating: "1", count: 42), "٣-1"]
+        for text in bad { #expect(StreamEntryID(text) == nil, "\(text.debugDescription)") }
+        #expect(StreamEntryID("0-0") == .zero)
+        #expect(StreamEntryID("18446744073709551615-18446744073709551615") == StreamEntryID(ms: .max, seq: .max))
+        #expect(StreamEntryID(ms: .max, seq: .max).description.utf8.count == StreamEntryID.maximumLength)
+        #expect(StreamEntryID("1700000000000-7")?.bytes == Array("1700000000000-7".utf8))
+        #expect(StreamEntryID("10-0")! > StreamEntryID("9-5")!)
+    }
+
     @Test("lengths and ids are written in decimal, whatever their number of digits")
     func decimals() {
         for n in [0, 1, 9, 10, 99, 100, 1024, 65_535, 1_000_000_007, Int.max] {

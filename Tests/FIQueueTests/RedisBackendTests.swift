@@ -1,4 +1,5 @@
 import FILocking
+import FITestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -89,7 +90,7 @@ struct RedisBackendTests {
     }
 
     @Test func unreachableServerFailsAtOnce() async throws {
-        let port = try freePort()
+        let port = try Loopback.freePortWithBusPort()
         let start = ContinuousClock.now
         await expectQueueError(.unavailable) {
             try await RedisEventQueue.connect(url: "redis://127.0.0.1:\(port)", logger: TestEnv.logger)
@@ -119,7 +120,7 @@ struct RedisBackendTests {
         .timeLimit(.minutes(1))
     )
     func restartRecovery() async throws {
-        let server = try SpawnedRedis(port: try freePort(), extra: ["--appendonly", "yes", "--appendfsync", "always"])
+        let server = try SpawnedRedis(port: try Loopback.freePortWithBusPort(), extra: ["--appendonly", "yes", "--appendfsync", "always"])
         defer { server.cleanup() }
         try server.start()
         var options = RedisEventQueue.Options()
@@ -184,7 +185,7 @@ struct RedisBackendTests {
         var nodes: [SpawnedRedis] = []
         defer { for n in nodes { n.cleanup() } }
         for _ in 0..<3 {
-            let port = try freePort()
+            let port = try Loopback.freePortWithBusPort()
             let n = try SpawnedRedis(port: port, extra: [
                 "--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--appendonly", "no",
             ])

@@ -193,26 +193,3 @@ func runCLI(_ args: [String]) throws -> String {
     p.waitUntilExit()
     return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
-
-/// A free TCP port on 127.0.0.1 whose cluster bus port (+10000) is free too.
-func freePort() throws -> Int {
-    for _ in 0..<200 {
-        let p = Int.random(in: 20000..<29000)
-        if portIsFree(p) && portIsFree(p + 10000) { return p }
-    }
-    throw EventQueueError(.unavailable, "no free port found")
-}
-
-private func portIsFree(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    return rc == 0
-}

@@ -41,7 +41,7 @@ struct Harness {
 }
 
 func json(_ response: TestResponse) throws -> [String: Any] {
-    try #require(JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+    try #require(JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any])
 }
 
 func errorCode(_ response: TestResponse) throws -> String? {

@@ -1,5 +1,6 @@
 import FILocking
 import FIQueue
+import FITestSupport
 import FIWorkerKit
 import Foundation
 import HTTPTypes
@@ -172,6 +173,41 @@ struct SecurityTests {
         }
     }
 
+    // MARK: Descriptors
+
+    @Test("raw sockets refused, connected and dropped in a loop while NIO accepts never touch a descriptor NIO owns")
+    func descriptorChurn() async throws {
+        try await withLiveServer(ServerSettings()) { port, queue in
+            let nothingListens = try Loopback.freePort()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                // NIO accepts and closes connections all along…
+                tasks.addTask {
+                    for _ in 0..<300 {
+                        let client = try RawClient(port: port)
+                        try await client.send(request(headers: ""))
+                        #expect(try await client.readResponse().hasPrefix("HTTP/1.1 202"))
+                    }
+                }
+                // …while these sockets are refused, or connected and dropped
+                // mid-request. Closing any of them twice would sooner or later
+                // close a descriptor NIO had just accepted, and NIO stops the
+                // process on EBADF.
+                tasks.addTask {
+                    for i in 0..<3_000 {
+                        #expect((try? RawClient(port: nothingListens)) == nil)
+                        if i % 10 == 0 {
+                            let dropped = try RawClient(port: port)
+                            _ = try dropped.trySend(Array("POST /consultations/c-1/events HTTP/1.1\r\n".utf8))
+                        }
+                        if i % 100 == 0 { await Task.yield() }
+                    }
+                }
+                try await tasks.waitForAll()
+            }
+            #expect(try await queue.length(of: "fi:events:site_a") == 300)
+        }
+    }
+
     // MARK: Log injection
 
     @Test("log records stay on one line: control characters in messages, metadata and errors are escaped")
@@ -267,7 +303,7 @@ func request(headers: String, body: String = #"{"metadata":{"site_id":"a"}}"#) -
 func withLiveServer(_ settings: ServerSettings, _ body: @Sendable (Int, InMemoryEventQueue) async throws -> Void) async throws {
     var settings = settings
     settings.host = "127.0.0.1"
-    settings.port = try freePort()
+    settings.port = try Loopback.freePort()
     settings.storageRoot = FileManager.default.temporaryDirectory.appendingPathComponent("fi-sec-\(UUID().uuidString.prefix(8))").path
     defer { try? FileManager.default.removeItem(atPath: settings.storageRoot) }
     let queue = InMemoryEventQueue()
@@ -277,15 +313,9 @@ func withLiveServer(_ settings: ServerSettings, _ body: @Sendable (Int, InMemory
         tasks.addTask { try await group.run() }
         defer { tasks.cancelAll() }
         // Wait (at most 10 s) until it accepts connections.
-        var ready = false
-        for _ in 0..<200 {
-            if (try? RawClient(port: settings.port)) != nil {
-                ready = true
-                break
-            }
-            try await Task.sleep(for: .milliseconds(50))
+        try await eventually("fi-server listening on 127.0.0.1:\(settings.port)", timeout: .seconds(10)) {
+            Loopback.canConnect(port: settings.port)
         }
-        try #require(ready, "fi-server did not start listening on 127.0.0.1:\(settings.port)")
         do {
             try await body(settings.port, queue)
         } catch {
@@ -296,151 +326,3 @@ func withLiveServer(_ settings: ServerSettings, _ body: @Sendable (Int, InMemory
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw POSIXError(.EMFILE) }
-    defer { close(fd) }
-    var address = loopback(port: 0)
-    let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-func loopback(port: Int) -> sockaddr_in {
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return address
-}
-
-/// A raw, non-blocking TCP client: sends exactly the bytes it is given and
-/// polls with `Task.sleep`, never blocking a cooperative thread.
-final class RawClient: @unchecked Sendable {
-    let fd: Int32
-
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXError(.EMFILE) }
-        var address = loopback(port: port)
-        // A loopback connect completes (or is refused) at once.
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw POSIXError(.ECONNREFUSED)
-        }
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-    }
-
-    deinit { close(fd) }
-
-    /// Sends what the socket takes now: `false` once the peer has closed.
-    func trySend(_ bytes: [UInt8]) throws -> Bool {
-        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        if n >= 0 { return true }
-        if errno == EAGAIN || errno == EWOULDBLOCK { return true }
-        return false
-    }
-
-    /// Sends all of `bytes` (at most 5 s).
-    func send(_ bytes: [UInt8]) async throws {
-        var offset = 0
-        for _ in 0..<500 where offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n > 0 {
-                offset += n
-            } else if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK {
-                throw POSIXError(.EPIPE)
-            } else {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-        }
-        if offset < bytes.count { throw POSIXError(.ETIMEDOUT) }
-    }
-
-    /// Sends `head`, then `filler` bytes up to `limit` in all, until the peer
-    /// closes or `within` passes.
-    /// - Returns: how many bytes went out, and whether the peer closed.
-    func sendUntilClosed(_ head: [UInt8], then filler: UInt8, upTo limit: Int, within: Duration) async throws -> (sent: Int, closed: Bool) {
-        try await send(head)
-        var total = head.count
-        let chunk = [UInt8](repeating: filler, count: 16 * 1024)
-        let deadline = ContinuousClock.now + within
-        while total < limit && ContinuousClock.now < deadline {
-            let n = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, min($0.count, limit - total), Int32(MSG_NOSIGNAL)) }
-            if n > 0 {
-                total += n
-            } else if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK {
-                return (total, true)  // reset / broken pipe: the server closed
-            } else {
-                if peerClosed() { return (total, true) }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
-        return (total, peerClosed())
-    }
-
-    /// `true` when the peer has closed (EOF or reset); does not consume data.
-    func peerClosed() -> Bool {
-        var byte: UInt8 = 0
-        let n = recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
-        if n == 0 { return true }
-        if n < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
-        return false
-    }
-
-    /// Reads one response (head + Content-Length body), at most 5 s.
-    func readResponse() async throws -> String {
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        for _ in 0..<500 {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                data.append(contentsOf: buffer[0..<n])
-                let text = String(decoding: data, as: UTF8.self)
-                if let split = text.range(of: "\r\n\r\n") {
-                    let head = text[..<split.lowerBound].lowercased()
-                    let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
-                        .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
-                    if text.utf8.distance(from: split.upperBound.samePosition(in: text.utf8)!, to: text.utf8.endIndex) >= length {
-                        return text
-                    }
-                }
-            } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
-                return String(decoding: data, as: UTF8.self)
-            } else {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-        }
-        throw POSIXError(.ETIMEDOUT)
-    }
-
-    /// Everything the peer sends until it closes; "" on a reset.
-    func readUntilClosed(within: Duration) async throws -> String {
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let deadline = ContinuousClock.now + within
-        while ContinuousClock.now < deadline {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                data.append(contentsOf: buffer[0..<n])
-            } else if n == 0 {
-                return String(decoding: data, as: UTF8.self)
-            } else if errno != EAGAIN && errno != EWOULDBLOCK {
-                return ""
-            } else {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-        }
-        throw POSIXError(.ETIMEDOUT)
-    }
-}

@@ -31,7 +31,7 @@ func record(_ i: Int) -> CorpusRecord {
     let pad = String(repeating: "x", count: (i * 37) % 1500)
     return CorpusRecord(
         consultationID: "consultation-\(i % 13)",
-        streamID: "\(base + Int64(i))-\(i % 5)",
+        streamID: StreamEntryID(ms: UInt64(base + Int64(i)), seq: UInt64(i % 5)),
         receivedAtMs: Int64(i),
         payload: Array("{\"i\":\(i),\"text\":\"é€\(pad)\"}".utf8))
 }
@@ -55,7 +55,7 @@ do {
             exit(4)
         }
         next += size
-        let line = Array("ACK \(writer.rowCount) \(writer.lastStreamID ?? "-")\n".utf8)
+        let line = Array("ACK \(writer.rowCount) \(writer.lastStreamID.map(\.description) ?? "-")\n".utf8)
         _ = line.withUnsafeBytes { write(ackFD, $0.baseAddress, $0.count) }
     }
 } catch {

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// Our files through other people's tools: h5py (Debian's python3-h5py, via
-/// /usr/bin/python3 or $FI_PYTHON), h5dump, and the shipped python/fi_corpus.py.
+/// /usr/bin/python3 or $FI_PYTHON), h5dump, and the shipped Python package python/fi_corpus.
 @Suite("Interop", .serialized)
 struct InteropTests {
     /// h5py with `swmr=True` follows our writer while it appends, checking every
@@ -119,7 +119,7 @@ struct InteropTests {
                     start = int(ends[i - 1]) if i else 0
                     assert blob[start:int(ends[i])] == payload(i), i
                     assert e["stream_id"][i].decode() == stream_id(i)
-                # The one-row recipe from CONTRACT §5:
+                # The one-row recipe from Docs/contract.md §5:
                 row = 7
                 start, end = int(e["payload_end"][row - 1]), int(e["payload_end"][row])
                 assert f["events/payload"][start:end].tobytes().decode() == payload(row).decode()

@@ -60,7 +60,7 @@ struct RecoveryTests {
                 if let last = acks.last {
                     let fields = last.split(separator: " ")
                     let rows = Int(fields[1]) ?? 0
-                    #expect(String(fields[2]) == CrashRows.record(rows - 1).streamID)
+                    #expect(String(fields[2]) == CrashRows.record(rows - 1).streamID.description)
                     acknowledged = max(acknowledged, rows)
                     if round % 4 != 0 { killsMidAppend += 1 }
                 }
@@ -130,11 +130,11 @@ struct RecoveryTests {
 
             let recovered = try await CorpusWriter.open(path: path, logger: quietLogger)
             #expect(recovered.rowCount == 102)
-            #expect(recovered.lastStreamID == "2000000000001-0")
+            #expect(recovered.lastStreamID == StreamEntryID(ms: 2_000_000_000_001, seq: 0))
             // The cut rows are gone for good; appends continue from the watermark.
             let outcome = try await recovered.append(Rows.records(0..<3).map {
                 var r = $0
-                r.streamID = "\(2_000_000_000_001 + Int64($0.receivedAtMs))-1"
+                r.streamID = StreamEntryID(ms: UInt64(2_000_000_000_001 + $0.receivedAtMs), seq: 1)
                 return r
             })
             #expect(outcome == AppendOutcome(appended: 3, skipped: 0))

@@ -21,7 +21,7 @@ let quietLogger = Logger(label: "fi.storage.tests", factory: { _ in SwiftLogNoOp
 enum Rows {
     static let base: Int64 = 1_700_000_000_000
 
-    static func streamID(_ i: Int) -> String { "\(base + Int64(i))-\(i % 5)" }
+    static func streamID(_ i: Int) -> StreamEntryID { StreamEntryID(ms: UInt64(base) + UInt64(i), seq: UInt64(i % 5)) }
     static func consultationID(_ i: Int) -> String { "consultation-\(i % 13)" }
     static func payload(_ i: Int) -> [UInt8] {
         Array("{\"i\":\(i),\"text\":\"é€\(String(repeating: "x", count: i % 97))\"}".utf8)
@@ -49,7 +49,7 @@ enum CrashRows {
         let pad = String(repeating: "x", count: (i * 37) % 1500)
         return CorpusRecord(
             consultationID: "consultation-\(i % 13)",
-            streamID: "\(Rows.base + Int64(i))-\(i % 5)",
+            streamID: Rows.streamID(i),
             receivedAtMs: Int64(i),
             payload: Array("{\"i\":\(i),\"text\":\"é€\(pad)\"}".utf8))
     }
@@ -58,7 +58,7 @@ enum CrashRows {
 /// The Python with h5py: $FI_PYTHON, else Debian's /usr/bin/python3.
 let pythonPath = ProcessInfo.processInfo.environment["FI_PYTHON"] ?? "/usr/bin/python3"
 
-/// The repository root (for python/fi_corpus.py).
+/// The repository root (for the python/fi_corpus package).
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
 /// The build products directory (where the test bundle and FIStorageCrashWriter live).

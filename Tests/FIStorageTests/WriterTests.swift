@@ -53,7 +53,7 @@ struct WriterTests {
         try await withTemporaryDirectory { dir in
             let writer = try await CorpusWriter.open(path: dir + "/corpus.h5", logger: quietLogger)
             func rec(_ id: String) -> CorpusRecord {
-                CorpusRecord(consultationID: "c", streamID: id, receivedAtMs: 1, payload: Array("{}".utf8))
+                CorpusRecord(consultationID: "c", streamID: StreamEntryID(id)!, receivedAtMs: 1, payload: Array("{}".utf8))
             }
             // "10-0" sorts before "9-0" as text; numerically it is above.
             var outcome = try await writer.append([rec("9-0"), rec("9-1"), rec("10-0")])
@@ -61,7 +61,7 @@ struct WriterTests {
             // Out of order inside a batch: the lower id is skipped, as a duplicate would be.
             outcome = try await writer.append([rec("12-0"), rec("11-5"), rec("9-9"), rec("12-1")])
             #expect(outcome == AppendOutcome(appended: 2, skipped: 2))
-            #expect(writer.lastStreamID == "12-1")
+            #expect(writer.lastStreamID == StreamEntryID(ms: 12, seq: 1))
             #expect(writer.rowCount == 5)
             try await writer.close()
         }
@@ -83,9 +83,9 @@ struct WriterTests {
             let path = dir + "/corpus.h5"
             let writer = try await CorpusWriter.open(path: path, logger: quietLogger)
             let rows = [
-                CorpusRecord(consultationID: "c", streamID: "1-0", receivedAtMs: 1, payload: []),
-                CorpusRecord(consultationID: "", streamID: "2-0", receivedAtMs: 2, payload: Array("{}".utf8)),
-                CorpusRecord(consultationID: "c", streamID: "3-0", receivedAtMs: 3, payload: []),
+                CorpusRecord(consultationID: "c", streamID: StreamEntryID(ms: 1, seq: 0), receivedAtMs: 1, payload: []),
+                CorpusRecord(consultationID: "", streamID: StreamEntryID(ms: 2, seq: 0), receivedAtMs: 2, payload: Array("{}".utf8)),
+                CorpusRecord(consultationID: "c", streamID: StreamEntryID(ms: 3, seq: 0), receivedAtMs: 3, payload: []),
             ]
             try await writer.append(rows)
             try await writer.close()
@@ -107,15 +107,7 @@ struct WriterTests {
             longConsultation.consultationID = String(repeating: "é", count: 65)  // 130 bytes
             var nulConsultation = Rows.record(11)
             nulConsultation.consultationID = "a\u{0}b"
-            let badIDs = ["", "1700000000010", "1700000000010-", "-1", "a-1", "1-2-3", "+1-2", " 1-2",
-                          "99999999999999999999-0", "1-18446744073709551616", String(repeating: "1", count: 42)]
-            var rejected: [CorpusRecord] = [badPayload, longConsultation, nulConsultation]
-            for id in badIDs {
-                var r = good
-                r.streamID = id
-                rejected.append(r)
-            }
-            for bad in rejected {
+            for bad in [badPayload, longConsultation, nulConsultation] {
                 let error = await #expect(throws: StorageError.self) {
                     try await writer.append([good, bad])
                 }
@@ -126,7 +118,7 @@ struct WriterTests {
             // The maximum-size values are accepted.
             var maximal = good
             maximal.consultationID = String(repeating: "é", count: 64)  // 128 bytes
-            maximal.streamID = "18446744073709551615-18446744073709551615"  // 41 bytes
+            maximal.streamID = StreamEntryID(ms: .max, seq: .max)  // 41 bytes
             #expect(try await writer.append([good, maximal]) == AppendOutcome(appended: 2, skipped: 0))
             try await writer.close()
 
@@ -142,7 +134,7 @@ struct WriterTests {
         try await withTemporaryDirectory { dir in
             let path = dir + "/corpus.h5"
             let writer = try await CorpusWriter.open(path: path, options: .init(validateUTF8: false), logger: quietLogger)
-            let raw = CorpusRecord(consultationID: "c", streamID: "1-0", receivedAtMs: 0, payload: [0xFF, 0x00, 0xFE])
+            let raw = CorpusRecord(consultationID: "c", streamID: StreamEntryID(ms: 1, seq: 0), receivedAtMs: 0, payload: [0xFF, 0x00, 0xFE])
             try await writer.append([raw])
             try await writer.close()
             let reader = try await CorpusReader.open(path: path, logger: quietLogger)

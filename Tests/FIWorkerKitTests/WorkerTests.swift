@@ -1,6 +1,7 @@
 import FIPartitioning
 import FIQueue
 import FIStorage
+import FITestSupport
 import Foundation
 import Logging
 import Testing
@@ -105,21 +106,6 @@ func event(_ consultation: String, _ n: Int, receivedAt: Int64? = 1_700_000_000_
     return fields
 }
 
-/// Waits (bounded) until `condition` holds.
-func eventually(
-    timeout: Duration = .seconds(20),
-    _ what: String,
-    _ condition: () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    Issue.record("timed out waiting for: \(what)")
-    throw CancellationError()
-}
-
 /// All rows of a partition's corpus (empty if the file does not exist).
 func corpusRows(_ key: PartitionKey, storage: String) async throws -> [CorpusRecord] {
     let path = key.corpusPath(storageRoot: storage)
@@ -178,7 +164,7 @@ struct WorkerTests {
             }
             for key in keys {
                 let rows = try await corpusRows(key, storage: storage)
-                #expect(rows.map(\.streamID) == sent[key]!.map(\.description), "rows in stream order, each once")
+                #expect(rows.map(\.streamID) == sent[key]!, "rows in stream order, each once")
                 #expect(rows.allSatisfy { $0.receivedAtMs == 1_700_000_000_000 })
                 #expect(try await queue.pending("fi-workers", on: key.streamName).count == 0)
             }
@@ -205,7 +191,7 @@ struct WorkerTests {
             // `commitBatches` (1: one commit per read of 256).
             #expect(statistics?.commits == 2_048 / (256 * commitBatches))
             let rows = try await corpusRows(key, storage: storage)
-            #expect(rows.map(\.streamID) == sent.map(\.description))
+            #expect(rows.map(\.streamID) == sent)
             #expect(try await queue.length(of: key.streamName) == 0)
         }
         await queue.close()
@@ -221,7 +207,7 @@ struct WorkerTests {
                 try await eventually("row stored") { try await corpusRows(key, storage: storage).count == 1 }
             }
             let row = try #require(try await corpusRows(key, storage: storage).first)
-            #expect(row.streamID == id.description)
+            #expect(row.streamID == id)
             #expect(row.receivedAtMs == 0)
             #expect(row.consultationID == "redis-py-1")
             #expect(row.payload == Array(#"{"n":1,"text":"ñ redis-py-1"}"#.utf8))
@@ -280,7 +266,7 @@ struct WorkerTests {
             #expect(read.count == 10)
             let writer = try await CorpusWriter.open(path: key.corpusPath(storageRoot: storage), logger: WorkerTestEnv.logger)
             try await writer.append(read.prefix(4).map {
-                CorpusRecord(consultationID: "r", streamID: $0.id.description, receivedAtMs: 1_700_000_000_000, payload: $0[field: "event_json"]!)
+                CorpusRecord(consultationID: "r", streamID: $0.id, receivedAtMs: 1_700_000_000_000, payload: $0[field: "event_json"]!)
             })
             try await writer.close()
 
@@ -291,7 +277,7 @@ struct WorkerTests {
                     return rows == 10 && pending == 0
                 }
             }
-            #expect(try await corpusRows(key, storage: storage).map(\.streamID) == ids.map(\.description))
+            #expect(try await corpusRows(key, storage: storage).map(\.streamID) == ids)
             #expect(try await queue.length(of: key.streamName) == 0)
         }
         await queue.close()

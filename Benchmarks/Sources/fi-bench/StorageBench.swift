@@ -138,7 +138,7 @@ enum StorageBench {
         let payload = Array(("{\"x\":\"" + String(repeating: "a", count: max(0, payloadBytes - 8)) + "\"}").utf8)
         return (0..<n).map { i in
             CorpusRecord(consultationID: "0f0e0d0c-0b0a-4908-8706-050403020100",
-                         streamID: "\(1_700_000_000_000 + i)-0", receivedAtMs: Int64(i), payload: payload)
+                         streamID: StreamEntryID(ms: UInt64(1_700_000_000_000 + i), seq: 0), receivedAtMs: Int64(i), payload: payload)
         }
     }
 
