@@ -5,7 +5,8 @@ import PackageDescription
 //
 //   FIStreamID, FILocking                — vocabulary: the stream-id type, the lock
 //   FIPartitioning                       — partition keys (swift-crypto's MD5)
-//   FIQueue   = CHiredis + FIStreamID    — Redis Streams queue: in-memory and hiredis backends
+//   FIQueue   = CHiredis + FIStreamID + SwiftNIO(SSL) — Redis Streams queue: in-memory, and Redis
+//               over NIO channels with hiredis' reply parser (TLS by swift-nio-ssl)
 //   FIStorage = CHDF5 + FIStreamID       — HDF5 append store
 //     (FIPartitioning, FIQueue and FIStorage know nothing of each other or of HTTP)
 //   FICapacity = FIPartitioning          — capacity planning
@@ -41,6 +42,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // C libraries from Debian, wrapped at the edge.
@@ -74,6 +76,10 @@ let package = Package(
             dependencies: [
                 "CHiredis", "FILocking", "FIStreamID",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -103,6 +109,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -161,6 +169,8 @@ let package = Package(
             dependencies: [
                 "FIQueue", "FILocking", "FITestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -61,7 +61,8 @@ build() {
                 $(objects Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims) -lstdc++) ;;
         redis_reply)
             args=(-module-name FuzzRedisReply -I Sources/CHiredis $(pkg-config --cflags-only-I hiredis | sed 's/-I/-Xcc -I/g')
-                Sources/FIQueue/*.swift Fuzz/Targets/RedisReplyFuzz.swift $(objects Logging FILocking) $(pkg-config --libs hiredis)) ;;
+                Sources/FIQueue/EventQueue.swift Sources/FIQueue/Redis/{RedisReplyDecoder,RedisReplies,ClusterSlots}.swift
+                Fuzz/Targets/RedisReplyFuzz.swift $(objects FIStreamID) $(pkg-config --libs hiredis)) ;;
         corpus_reader)
             args=(-module-name FuzzCorpusReader -I Sources/CHDF5 $(pkg-config --cflags-only-I hdf5 | sed 's/-I/-Xcc -I/g')
                 Sources/FIStorage/*.swift Fuzz/Targets/CorpusReaderFuzz.swift $(objects Logging FILocking)

@@ -9,6 +9,7 @@ packages=(
     libhiredis-dev redis-server redis-tools  # hiredis 0.14 client, Redis 7 for tests
     nginx haproxy prometheus python3-yaml    # deploy/check-configs.sh: nginx -t, haproxy -c, promtool
     curl                                     # deploy/local-cluster.sh health checks
+    openssl                                  # scripts/tls-certs.sh: certificates for the TLS-to-Redis tests
 )
 
 sudo=""

@@ -1,8 +1,8 @@
 // libFuzzer target: Redis replies as fi-server and fi-worker receive them.
 // The bytes go through hiredis' own reply parser with CHiredis' flat reply
-// builder (FlatReplyReader: redisReaderCreate / redisReaderFeed /
+// builder (RedisReplyDecoder: redisReaderCreate / redisReaderFeed /
 // redisReaderGetReply), then FlatReply's walk into RESPValue (both shapes)
-// and every decoder of RedisEventQueue (FIQueue/RedisReplies.swift).
+// and every decoder of RedisReplies (FIQueue/Redis/RedisReplies.swift).
 // Compiled into this executable together with FIQueue's sources.
 //
 // Checks, besides "no crash, no memory error":
@@ -14,7 +14,7 @@
 /// Every reply in `chunks` (fed one after another), and whether hiredis
 /// reported a protocol error (after which it parses nothing more).
 func replies(_ chunks: [[UInt8]], shape: ReplyShape) -> (values: [RESPValue], protocolError: Bool) {
-    let reader = FlatReplyReader()
+    let reader = RedisReplyDecoder()
     var values: [RESPValue] = []
     for chunk in chunks {
         reader.feed(chunk)
@@ -49,7 +49,7 @@ public func fuzzRedisReply(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     precondition(fast.values.count == whole.values.count)
 
     for (generic, streamShaped) in zip(whole.values, fast.values) {
-        let viaGeneric = try? RedisEventQueue.decodeReadGroup(generic)
+        let viaGeneric = try? RedisReplies.decodeReadGroup(generic)
         if case .entries(let entries) = streamShaped {
             precondition(viaGeneric == entries, "the XREADGROUP fast path disagrees with the generic decoding")
         } else {
@@ -58,18 +58,18 @@ public func fuzzRedisReply(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         for entry in viaGeneric ?? [] {
             precondition(StreamEntryID(entry.id.description) == entry.id)
         }
-        _ = try? RedisEventQueue.decodeEntry(generic)
-        _ = try? RedisEventQueue.decodeClaim(generic)
-        _ = try? RedisEventQueue.decodePending(generic)
-        _ = try? RedisEventQueue.decodeOldestPendingIdle(generic)
-        if let ranges = try? RedisEventQueue.decodeSlotRanges(generic, defaultHost: "seed") {
+        _ = try? RedisReplies.decodeEntry(generic)
+        _ = try? RedisReplies.decodeClaim(generic)
+        _ = try? RedisReplies.decodePending(generic)
+        _ = try? RedisReplies.decodeOldestPendingIdle(generic)
+        if let ranges = try? RedisReplies.decodeSlotRanges(generic, defaultHost: "seed") {
             for range in ranges {
                 precondition(range.slots.lowerBound >= 0 && range.slots.upperBound < ClusterSlot.count)
                 precondition((1...65_535).contains(range.port) && !range.host.isEmpty)
             }
         }
         if let text = generic.errorText {
-            _ = RedisEventQueue.serverError(text)
+            _ = RedisReplies.serverError(text)
             // A cluster redirect: "MOVED <slot> <host:port>".
             let parts = text.split(separator: " ")
             if parts.count >= 3, let (host, port) = try? RedisEndpoint.hostPort(String(parts[2]), defaultPort: 6379) {

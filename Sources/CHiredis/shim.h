@@ -2,7 +2,6 @@
 #define CHIREDIS_SHIM_H
 
 #include <hiredis/hiredis.h>
-#include <signal.h>
 #include <errno.h>
 
 // Reply type constants are macros; expose them as functions Swift can call.
@@ -19,9 +18,6 @@ static inline int CHiredis_ERR(void) { return REDIS_ERR; }
 static inline int CHiredis_ERR_IO(void) { return REDIS_ERR_IO; }
 static inline int CHiredis_ERR_EOF(void) { return REDIS_ERR_EOF; }
 static inline int CHiredis_ERR_PROTOCOL(void) { return REDIS_ERR_PROTOCOL; }
-
-// A write to a socket the server closed must fail with EPIPE, not kill the process.
-static inline void CHiredis_ignoreSIGPIPE(void) { signal(SIGPIPE, SIG_IGN); }
 
 // errno is a macro on glibc.
 static inline int CHiredis_errno(void) { return errno; }

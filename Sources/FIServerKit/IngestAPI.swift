@@ -6,6 +6,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Metrics
+import NIOCore
 import Synchronization
 
 /// The contract's routes (Docs/contract.md §3), independent of how the server is run.
@@ -47,6 +48,9 @@ final class IngestAPI: Sendable {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: settings.maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            // A body without Content-Length (chunked) that grew past the limit while it was read.
+            throw APIError.tooLarge(limit: settings.maxBodyBytes)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw APIError.tooLarge(limit: settings.maxBodyBytes)
         } catch {

@@ -4,6 +4,8 @@ import FIWorkerKit
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
+import NIOPosix
 import Prometheus
 import ServiceLifecycle
 import UnixSignals
@@ -39,6 +41,9 @@ public struct ServerSettings: Sendable {
     public var maxHeaderFields = 100
     /// The in-process worker of embedded mode.
     public var embeddedWorker = WorkerConfiguration()
+    /// The event loops of the HTTP server and of the Redis connections: one group, so that a
+    /// request's append is written and answered on the loop the request is served on.
+    public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
     public init() {}
 }
@@ -95,6 +100,7 @@ public enum ServerApplication {
             server: .http1(configuration: http1Configuration(settings, logger: logger)),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "fi-server"),
             services: [backlog],
+            eventLoopGroupProvider: .shared(settings.eventLoopGroup),
             logger: logger
         )
     }
@@ -106,10 +112,11 @@ public enum ServerApplication {
         let queue: any EventQueue
         let target = settings.queue ?? .inMemory
         do {
-            queue = try await target.connect(logger: logger)
+            queue = try await target.connect(logger: logger, eventLoopGroup: settings.eventLoopGroup)
             try await queue.ping()
         } catch {
-            throw StartupError(description: "cannot reach \(target): \((error as? EventQueueError)?.message ?? "\(error)")")
+            let reason = (error as? EventQueueError)?.message ?? "\(error)"
+            throw StartupError(description: "cannot reach \(target): \(reason.split(whereSeparator: \.isNewline).joined(separator: " "))")
         }
 
         let app = try buildApplication(settings: settings, queue: queue, registry: registry, logger: logger)

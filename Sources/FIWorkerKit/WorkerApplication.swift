@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Metrics
+import NIOCore
 import Prometheus
 import ServiceLifecycle
 import UnixSignals
@@ -17,13 +18,15 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
     }
 
     let value: Value
+    /// TLS files for Redis (`--redis-tls-ca`, `--redis-tls-cert`, `--redis-tls-key`); `nil` for none.
+    public var tls: RedisEventQueue.TLS?
 
-    /// A single Redis: `redis://[:password@]host[:port][/db]`.
-    public static func redis(url: String) -> QueueTarget { QueueTarget(value: .redis(url)) }
-    /// A Redis Cluster, by seed nodes `host:port`.
-    public static func cluster(seeds: [String]) -> QueueTarget { QueueTarget(value: .cluster(seeds)) }
+    /// A single Redis: `redis://[:password@]host[:port][/db]`, or `rediss://…` for TLS.
+    public static func redis(url: String, tls: RedisEventQueue.TLS? = nil) -> QueueTarget { QueueTarget(value: .redis(url), tls: tls) }
+    /// A Redis Cluster, by seed nodes `host:port`; over TLS when `tls` is given.
+    public static func cluster(seeds: [String], tls: RedisEventQueue.TLS? = nil) -> QueueTarget { QueueTarget(value: .cluster(seeds), tls: tls) }
     /// The in-process queue (embedded mode; nothing outlives the process).
-    public static let inMemory = QueueTarget(value: .inMemory)
+    public static let inMemory = QueueTarget(value: .inMemory, tls: nil)
 
     /// The target the command-line flags describe: `--redis-url`, then
     /// `--redis-cluster`, then the `REDIS_URL` environment variable; `nil` when
@@ -37,27 +40,67 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// As ``fromFlags(redisURL:redisCluster:environment:)``, with the TLS flags: `--redis-tls-ca`
+    /// (with `rediss://` or `--redis-cluster`), and `--redis-tls-cert` with `--redis-tls-key`.
+    /// - Throws: ``UsageError`` (one line naming the flags) for a combination that cannot work.
+    public static func fromFlags(
+        redisURL: String?, redisCluster: String?, tlsCA: String?, tlsCert: String?, tlsKey: String?, environment: [String: String]
+    ) throws -> QueueTarget? {
+        guard var target = fromFlags(redisURL: redisURL, redisCluster: redisCluster, environment: environment) else {
+            if tlsCA != nil || tlsCert != nil || tlsKey != nil {
+                throw UsageError(description: "--redis-tls-ca, --redis-tls-cert and --redis-tls-key need --redis-url rediss://… or --redis-cluster")
+            }
+            return nil
+        }
+        if (tlsCert == nil) != (tlsKey == nil) {
+            throw UsageError(description: "give --redis-tls-cert and --redis-tls-key together")
+        }
+        guard tlsCA != nil || tlsCert != nil else { return target }
+        if case .redis(let url) = target.value, !url.hasPrefix("rediss://") {
+            throw UsageError(description: "--redis-tls-ca, --redis-tls-cert and --redis-tls-key need a rediss:// URL")
+        }
+        target.tls = RedisEventQueue.TLS(caFile: tlsCA, certificateFile: tlsCert, privateKeyFile: tlsKey)
+        return target
+    }
+
+    /// A flag combination that cannot work.
+    public struct UsageError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
     public var isInMemory: Bool {
         if case .inMemory = value { return true }
         return false
     }
 
-    /// Connects, failing at once with a one-line reason if the queue cannot be reached.
-    public func connect(logger: Logger) async throws -> any EventQueue {
+    /// Connects, failing at once with a one-line reason if the queue cannot be reached. Redis
+    /// connections run on `eventLoopGroup` (NIO's shared singleton by default — the one
+    /// Hummingbird serves on, so a request and its append stay on one event loop).
+    public func connect(logger: Logger, eventLoopGroup: (any EventLoopGroup)? = nil) async throws -> any EventQueue {
+        var options = RedisEventQueue.Options()
+        options.tls = tls
+        options.eventLoopGroup = eventLoopGroup
         switch value {
         case .redis(let url):
-            return try await RedisEventQueue.connect(url: url, logger: logger)
+            return try await RedisEventQueue.connect(url: url, options: options, logger: logger)
         case .cluster(let seeds):
-            return try await RedisEventQueue.connect(clusterSeeds: seeds, logger: logger)
+            if options.tls == nil && seeds.contains(where: { $0.hasPrefix("rediss://") }) { options.tls = .init() }
+            return try await RedisEventQueue.connect(clusterSeeds: seeds.map(Self.withoutScheme), options: options, logger: logger)
         case .inMemory:
             return InMemoryEventQueue()
         }
     }
 
+    /// A cluster seed may be written `rediss://host:port` (TLS with the system's trust store).
+    private static func withoutScheme(_ seed: String) -> String {
+        for scheme in ["rediss://", "redis://"] where seed.hasPrefix(scheme) { return String(seed.dropFirst(scheme.count)) }
+        return seed
+    }
+
     public var description: String {
         switch value {
         case .redis(let url): Self.redacted(url)
-        case .cluster(let seeds): "redis cluster " + seeds.joined(separator: ",")
+        case .cluster(let seeds): "redis cluster " + seeds.joined(separator: ",") + (tls != nil ? " (TLS)" : "")
         case .inMemory: "in-memory queue"
         }
     }

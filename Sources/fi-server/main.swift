@@ -10,7 +10,7 @@ struct FIServerCommand: AsyncParsableCommand {
         commandName: "fi-server",
         abstract: "Accept consultation events over HTTP and queue them for the workers.",
         usage: """
-            fi-server [--host <host>] [--port <port>] [--redis-url <url> | --redis-cluster <host:port,…>] [--partitions <n>] \
+            fi-server [--host <host>] [--port <port>] [--redis-url <url> | --redis-cluster <host:port,…>] [--redis-tls-ca <file>] [--redis-tls-cert <file> --redis-tls-key <file>] [--partitions <n>] \
             [--storage <path>] [--max-body-bytes <n>] [--max-backlog <n>] [--api-tokens-file <file>] [--log-level <level>]
               fi-server capacity [<options>]
             """,
@@ -32,11 +32,33 @@ struct FIServerCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on.")
     var port = 7001
 
-    @Option(help: "Redis URL, redis://[:password@]host[:port][/db]. Default: $REDIS_URL.")
+    @Option(help: "Redis URL, redis://[:password@]host[:port][/db], or rediss://… for TLS. Default: $REDIS_URL.")
     var redisURL: String?
 
     @Option(help: "Redis Cluster seed nodes, host:port,host:port,….")
     var redisCluster: String?
+
+    // TLS to Redis (issue 17).
+    @Option(help: "PEM file of the CAs to trust for Redis TLS (with a rediss:// URL or --redis-cluster; default: the system's).")
+    var redisTlsCa: String?
+
+    @Option(help: "PEM client certificate for a Redis that verifies clients (with --redis-tls-key).")
+    var redisTlsCert: String?
+
+    @Option(help: "PEM private key of --redis-tls-cert.")
+    var redisTlsKey: String?
+
+    /// The queue the Redis flags describe (TLS included).
+    func queueTarget() throws -> QueueTarget? {
+        do {
+            return try QueueTarget.fromFlags(
+                redisURL: redisURL, redisCluster: redisCluster, tlsCA: redisTlsCa, tlsCert: redisTlsCert, tlsKey: redisTlsKey,
+                environment: ProcessInfo.processInfo.environment
+            )
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
 
     @Option(help: "Number of hash partitions for events without a site.")
     var partitions = 3
@@ -60,6 +82,7 @@ struct FIServerCommand: AsyncParsableCommand {
         if redisURL != nil && redisCluster != nil {
             throw ValidationError("give --redis-url or --redis-cluster, not both")
         }
+        _ = try queueTarget()
         if !(0...65535).contains(port) { throw ValidationError("--port must be 0…65535") }
         if partitions < 1 || partitions > 1_048_576 { throw ValidationError("--partitions must be 1…1048576") }
         if maxBodyBytes < 2 { throw ValidationError("--max-body-bytes must be at least 2") }
@@ -80,7 +103,7 @@ struct FIServerCommand: AsyncParsableCommand {
         settings.maxBodyBytes = maxBodyBytes
         settings.maxBacklog = maxBacklog
         settings.apiTokensFile = apiTokensFile ?? environment["FI_API_TOKENS_FILE"].flatMap { $0.isEmpty ? nil : $0 }
-        settings.queue = QueueTarget.fromFlags(redisURL: redisURL, redisCluster: redisCluster, environment: environment)
+        settings.queue = try queueTarget()
         do {
             try await ServerApplication.run(settings: settings, registry: registry, logger: logger)
         } catch let error as ServerApplication.StartupError {

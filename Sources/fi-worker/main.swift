@@ -25,11 +25,33 @@ struct FIWorkerCommand: AsyncParsableCommand {
     @Flag(help: "Consume every fi:events:* stream, discovered as they appear.")
     var all = false
 
-    @Option(help: "Redis URL, redis://[:password@]host[:port][/db].")
+    @Option(help: "Redis URL, redis://[:password@]host[:port][/db], or rediss://… for TLS.")
     var redisURL: String?
 
     @Option(help: "Redis Cluster seed nodes, host:port,host:port,….")
     var redisCluster: String?
+
+    // TLS to Redis (issue 17).
+    @Option(help: "PEM file of the CAs to trust for Redis TLS (with a rediss:// URL or --redis-cluster; default: the system's).")
+    var redisTlsCa: String?
+
+    @Option(help: "PEM client certificate for a Redis that verifies clients (with --redis-tls-key).")
+    var redisTlsCert: String?
+
+    @Option(help: "PEM private key of --redis-tls-cert.")
+    var redisTlsKey: String?
+
+    /// The queue the Redis flags describe (TLS included).
+    func queueTarget() throws -> QueueTarget? {
+        do {
+            return try QueueTarget.fromFlags(
+                redisURL: redisURL, redisCluster: redisCluster, tlsCA: redisTlsCa, tlsCert: redisTlsCert, tlsKey: redisTlsKey,
+                environment: ProcessInfo.processInfo.environment
+            )
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
 
     @Option(help: "Storage root; partition k is written to <storage>/<k>/corpus.h5.")
     var storage = "./storage"
@@ -68,6 +90,7 @@ struct FIWorkerCommand: AsyncParsableCommand {
         if redisURL != nil && redisCluster != nil {
             throw ValidationError("give --redis-url or --redis-cluster, not both")
         }
+        _ = try queueTarget()
         if batchSize < 1 || batchSize > 100_000 { throw ValidationError("--batch-size must be 1…100000") }
         if claimIdleMs < 0 { throw ValidationError("--claim-idle-ms must not be negative") }
         if leaseTtlMs < 300 { throw ValidationError("--lease-ttl-ms must be at least 300") }
@@ -95,11 +118,7 @@ struct FIWorkerCommand: AsyncParsableCommand {
         worker.leaseTTL = .milliseconds(leaseTtlMs)
         worker.maxDeliveries = maxDeliveries
 
-        let target = QueueTarget.fromFlags(
-            redisURL: redisURL,
-            redisCluster: redisCluster,
-            environment: ProcessInfo.processInfo.environment
-        ) ?? .redis(url: "redis://127.0.0.1:6379")
+        let target = try queueTarget() ?? .redis(url: "redis://127.0.0.1:6379")
         var settings = WorkerApplication.Settings(queue: target, worker: worker)
         settings.metricsPort = metricsPort
         settings.metricsHost = metricsHost

@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 
 @testable import FIQueue
@@ -7,7 +8,7 @@ import Testing
 @Suite("Redis reply decoding")
 struct FlatReplyTests {
     private func decode(_ resp: String, shape: ReplyShape = .generic) throws -> [RESPValue] {
-        let reader = FlatReplyReader()
+        let reader = RedisReplyDecoder()
         reader.feed(Array(resp.utf8))
         var out: [RESPValue] = []
         for _ in 0..<100 {
@@ -33,7 +34,7 @@ struct FlatReplyTests {
     @Test("binary-safe bulk strings: CR, LF and NUL bytes come through unchanged")
     func binary() throws {
         let payload: [UInt8] = [0, 13, 10, 255, 36, 42, 13, 10]
-        let reader = FlatReplyReader()
+        let reader = RedisReplyDecoder()
         reader.feed(Array("$8\r\n".utf8) + payload + Array("\r\n".utf8))
         #expect(try reader.next() == .bulk(payload))
     }
@@ -41,7 +42,7 @@ struct FlatReplyTests {
     @Test("a reply split at every byte is the same reply")
     func partialFeeds() throws {
         let resp = Array("*1\r\n*2\r\n$12\r\nfi:events:s1\r\n*2\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$2\r\nv1\r\n*2\r\n$3\r\n2-5\r\n*-1\r\n:7\r\n".utf8)
-        let reader = FlatReplyReader()
+        let reader = RedisReplyDecoder()
         var got: [RESPValue] = []
         for byte in resp {
             reader.feed([byte])
@@ -87,9 +88,9 @@ struct FlatReplyTests {
 
     @Test("a protocol error is an error, not a crash or a made-up reply")
     func protocolError() {
-        let reader = FlatReplyReader()
+        let reader = RedisReplyDecoder()
         reader.feed(Array("?what\r\n".utf8))
-        #expect(throws: FlatReplyReader.ReadError.self) { try reader.next() }
+        #expect(throws: RedisReplyDecoder.ReadError.self) { try reader.next() }
     }
 
     @Test("a large reply after a small one, and a small one after, decode independently")
@@ -118,17 +119,46 @@ struct CommandEncodingTests {
     @Test("lengths and ids are written in decimal, whatever their number of digits")
     func decimals() {
         for n in [0, 1, 9, 10, 99, 100, 1024, 65_535, 1_000_000_007, Int.max] {
-            var out: [UInt8] = []
-            RESP.appendDecimal(n, to: &out)
-            #expect(String(decoding: out, as: UTF8.self) == String(n))
+            var command = RedisCommand()
+            command.begin(arguments: 1)
+            command.argument(n)
+            #expect(text(command) == "*1\r\n$\(String(n).utf8.count)\r\n\(n)\r\n")
+            let long = String(repeating: "x", count: n % 100_000)
+            #expect(text(RedisCommand(long)) == "*1\r\n$\(long.utf8.count)\r\n\(long)\r\n")
         }
-        var command = RESPCommands()
+        var command = RedisCommand()
         command.begin(arguments: 3)
         command.argument(Array("XACK".utf8))
         command.argument("s")
         command.argument(StreamEntryID(ms: 1_764_400_000_000, seq: 12))
         #expect(command.count == 1)
-        #expect(String(decoding: command.bytes, as: UTF8.self) == "*3\r\n$4\r\nXACK\r\n$1\r\ns\r\n$16\r\n1764400000000-12\r\n")
-        #expect(command.bytes == RESP.encode([[Array("XACK".utf8), Array("s".utf8), Array("1764400000000-12".utf8)]]))
+        #expect(text(command) == "*3\r\n$4\r\nXACK\r\n$1\r\ns\r\n$16\r\n1764400000000-12\r\n")
+        #expect(text(command) == text(RedisCommand("XACK", "s", "1764400000000-12")))
+    }
+
+    @Test("binary arguments, empty arguments and commands back to back")
+    func binaryAndConcatenation() {
+        var command = RedisCommand()
+        command.begin(arguments: 3)
+        command.argument("XADD")
+        command.argument([UInt8]([0, 13, 10, 255]))
+        command.argument("")
+        let both = RedisCommand("ASKING") + command
+        #expect(both.count == 2)
+        #expect(Array(both.bytes.readableBytesView) == Array("*1\r\n$6\r\nASKING\r\n*3\r\n$4\r\nXADD\r\n$4\r\n".utf8) + [0, 13, 10, 255] + Array("\r\n$0\r\n\r\n".utf8))
+    }
+
+    @Test("what the encoder writes, hiredis' reader reads back as the same arguments")
+    func roundTrip() throws {
+        let arguments = ["XADD", "fi:events:site_a", "*", "event_json", #"{"a":"\r\n$3"}"#, "", String(repeating: "é", count: 5_000)]
+        let decoder = RedisReplyDecoder()
+        let command = RedisCommand(arguments)
+        command.bytes.withUnsafeReadableBytes { decoder.feed($0) }
+        // A command is an array of bulk strings: the same grammar as a reply.
+        #expect(try decoder.next() == .array(arguments.map { .bulk(Array($0.utf8)) }))
+    }
+
+    private func text(_ command: RedisCommand) -> String {
+        String(decoding: command.bytes.readableBytesView, as: UTF8.self)
     }
 }

@@ -1,6 +1,7 @@
 import FILocking
 import FITestSupport
 import Foundation
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -12,9 +13,17 @@ func raw(_ address: String, _ args: String...) async throws -> RESPValue {
     let settings = ConnectionSettings(
         connectTimeout: .seconds(2), commandTimeout: .seconds(10), minBackoff: .milliseconds(10), maxBackoff: .milliseconds(100)
     )
-    let c = RedisConnection(endpoint: RedisEndpoint(host: host, port: port), settings: settings, logger: TestEnv.logger)
-    defer { c.close() }
-    let reply = try await c.send(args.map { Array($0.utf8) }, sideEffects: false)
+    let c = RedisConnection(
+        endpoint: RedisEndpoint(host: host, port: port), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), settings: settings, logger: TestEnv.logger
+    )
+    let reply: RESPValue
+    do {
+        reply = try await c.send(RedisCommand(args), retryable: true)
+    } catch {
+        await c.close()
+        throw error
+    }
+    await c.close()
     if case .error(let text) = reply { throw EventQueueError(.server, "\(args.joined(separator: " ")) on \(address): \(text)") }
     return reply
 }
@@ -74,7 +83,8 @@ struct RedisBackendTests {
         #expect(full == RedisEndpoint(host: "redis.internal", port: 6380, username: nil, password: "s@cret", database: 2))
         let user = try RedisEndpoint(url: "redis://app:pw@[::1]:7000/")
         #expect(user == RedisEndpoint(host: "::1", port: 7000, username: "app", password: "pw", database: 0))
-        for bad in ["http://x", "redis://", "redis://host:0", "redis://host:99999", "redis://host/x", "rediss://host"] {
+        #expect(try RedisEndpoint(url: "rediss://:pw@redis.internal:6380/1") == RedisEndpoint(host: "redis.internal", port: 6380, password: "pw", database: 1))
+        for bad in ["http://x", "redis://", "redis://host:0", "redis://host:99999", "redis://host/x", "rediss://", "redis:/host"] {
             #expect(throws: EventQueueError.self, "\(bad)") { try RedisEndpoint(url: bad) }
         }
     }

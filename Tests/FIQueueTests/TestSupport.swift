@@ -1,3 +1,4 @@
+import FITestSupport
 import Foundation
 import Logging
 import Testing
@@ -9,6 +10,12 @@ enum TestEnv {
     static var redisURL: String? { value("FI_TEST_REDIS_URL") }
     static var clusterSeeds: [String]? {
         value("FI_TEST_REDIS_CLUSTER").map { $0.split(separator: ",").map(String.init) }
+    }
+    /// A TLS-only Redis (`rediss://…`) and the CA file that signed its certificate.
+    static var tlsURL: String? { value("FI_TEST_REDIS_TLS_URL") }
+    static var tlsCA: String? { value("FI_TEST_REDIS_TLS_CA") }
+    static var openssl: String? {
+        ["/usr/bin/openssl", "/usr/local/bin/openssl"].first { FileManager.default.isExecutableFile(atPath: $0) }
     }
     /// When set, a missing server fails the suite instead of skipping it.
     static var servicesRequired: Bool { ProcessInfo.processInfo.environment["FI_REQUIRE_SERVICES"] == "1" }
@@ -35,7 +42,7 @@ enum TestEnv {
 
 /// A backend of the conformance suite.
 enum Backend: String, Sendable, CustomTestStringConvertible {
-    case memory, redis, cluster
+    case memory, redis, cluster, tls
 
     var testDescription: String { rawValue }
 
@@ -45,6 +52,7 @@ enum Backend: String, Sendable, CustomTestStringConvertible {
         var out: [Backend] = [.memory]
         if TestEnv.redisURL != nil || TestEnv.servicesRequired { out.append(.redis) }
         if TestEnv.clusterSeeds != nil || TestEnv.servicesRequired { out.append(.cluster) }
+        if TestEnv.tlsURL != nil || TestEnv.servicesRequired { out.append(.tls) }
         return out
     }
 
@@ -62,6 +70,13 @@ enum Backend: String, Sendable, CustomTestStringConvertible {
                 throw EventQueueError(.unavailable, "FI_REQUIRE_SERVICES=1 but FI_TEST_REDIS_CLUSTER is not set")
             }
             return try await RedisEventQueue.connect(clusterSeeds: seeds, logger: TestEnv.logger)
+        case .tls:
+            guard let url = TestEnv.tlsURL, let ca = TestEnv.tlsCA else {
+                throw EventQueueError(.unavailable, "FI_REQUIRE_SERVICES=1 but FI_TEST_REDIS_TLS_URL / FI_TEST_REDIS_TLS_CA are not set")
+            }
+            var options = RedisEventQueue.Options()
+            options.tls = .init(caFile: ca)
+            return try await RedisEventQueue.connect(url: url, options: options, logger: TestEnv.logger)
         }
     }
 }
@@ -109,25 +124,32 @@ final class SpawnedRedis: @unchecked Sendable {
     let dir: URL
     private let extra: [String]
     private var process: Process?
+    /// With certificates: a TLS-only server (`--port 0 --tls-port port`).
+    let tls: TestCertificates?
 
-    init(port: Int, extra: [String] = []) throws {
+    init(port: Int, extra: [String] = [], tls: TestCertificates? = nil) throws {
         self.port = port
         self.extra = extra
+        self.tls = tls
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("fi-queue-test-\(port)-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     }
 
-    var url: String { "redis://127.0.0.1:\(port)" }
+    var url: String { tls == nil ? "redis://127.0.0.1:\(port)" : "rediss://127.0.0.1:\(port)" }
     var address: String { "127.0.0.1:\(port)" }
 
     func start() throws {
         guard let server = TestEnv.redisServer else { throw EventQueueError(.unavailable, "redis-server not installed") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: server)
+        var ports = ["--port", String(port)]
+        if let tls {
+            ports = ["--port", "0", "--tls-port", String(port)] + tls.serverArguments
+        }
         p.arguments = [
-            "--bind", "127.0.0.1", "--port", String(port), "--dir", dir.path, "--daemonize", "no",
+            "--bind", "127.0.0.1", "--dir", dir.path, "--daemonize", "no",
             "--save", "", "--maxmemory-policy", "noeviction", "--logfile", dir.appendingPathComponent("redis.log").path,
-        ] + extra
+        ] + ports + extra
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -175,7 +197,7 @@ final class SpawnedRedis: @unchecked Sendable {
     /// Runs redis-cli against this server and returns its trimmed output.
     @discardableResult
     func cli(_ args: String...) throws -> String {
-        try runCLI(["-h", "127.0.0.1", "-p", String(port)] + args)
+        try runCLI(["-h", "127.0.0.1", "-p", String(port)] + (tls?.cliArguments ?? []) + args)
     }
 }
 

@@ -145,6 +145,38 @@ struct SecurityTests {
         }
     }
 
+    // MARK: Body limit over a real socket
+
+    @Test(
+        "a chunked body over the limit (2 MiB, no Content-Length) is answered 413 body_too_large over a real socket, and nothing is queued",
+        arguments: [false, true]
+    )
+    func chunkedBodyOverLimit(afterAnotherRequest: Bool) async throws {
+        try await withLiveServer(ServerSettings()) { port, queue in  // the default limit, 1 MiB
+            let client = try RawClient(port: port)
+            if afterAnotherRequest {
+                try await client.send(request(headers: ""))
+                #expect(try await client.readResponse().hasPrefix("HTTP/1.1 202"))
+            }
+            let head = "POST /consultations/c-1/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            // {"metadata":{"site_id":"a"},"pad":"xxx…"}: valid JSON, were it not too large.
+            var chunks: [[UInt8]] = [Array(#"{"metadata":{"site_id":"a"},"pad":""#.utf8)]
+            for _ in 0..<32 { chunks.append([UInt8](repeating: UInt8(ascii: "x"), count: 64 * 1024)) }
+            chunks.append(Array(#""}"#.utf8))
+            var wire = Array(head.utf8)
+            for chunk in chunks { wire += Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + Array("\r\n".utf8) }
+            wire += Array("0\r\n\r\n".utf8)
+            // The server may answer, and close, before it has read everything: send from a task of
+            // its own, ignoring a broken pipe, and read the answer meanwhile.
+            let sending = Task { try? await client.send(wire) }
+            let answer = try await client.readResponse()
+            sending.cancel()
+            #expect(answer.hasPrefix("HTTP/1.1 413"), "\(answer.prefix(200))")
+            #expect(answer.contains(#""code":"body_too_large""#), "\(answer.suffix(200))")
+            #expect(try await queue.length(of: "fi:events:site_a") == (afterAnotherRequest ? 1 : 0), "nothing of it is queued")
+        }
+    }
+
     /// Sends `byte` every 100 ms, for at most 10 s (far longer than any timeout here), until the
     /// server closes the connection; whether it did, and after how long.
     private func trickle(_ byte: UInt8, to client: RawClient) async throws -> (closed: Bool, elapsed: Duration) {

@@ -1,14 +1,10 @@
 import Foundation
 
 extension RedisEndpoint {
-    /// Parses `redis://[[username]:password@]host[:port][/db]`.
+    /// Parses `redis://[[username]:password@]host[:port][/db]`, or the same with `rediss://` (TLS).
     init(url: String) throws {
-        let scheme = "redis://"
-        guard url.hasPrefix(scheme) else {
-            if url.hasPrefix("rediss://") {
-                throw EventQueueError(.invalidArgument, "TLS (rediss://) is not supported by this build: hiredis 0.14 has no TLS")
-            }
-            throw EventQueueError(.invalidArgument, "a Redis URL starts with redis://, got '\(url)'")
+        guard let scheme = ["redis://", "rediss://"].first(where: { url.hasPrefix($0) }) else {
+            throw EventQueueError(.invalidArgument, "a Redis URL starts with redis:// or rediss://, got '\(url)'")
         }
         var rest = Substring(url.dropFirst(scheme.count))
         var username: String?

@@ -1,5 +1,115 @@
 internal import CHiredis
 
+/// A reply from Redis.
+enum RESPValue: Sendable, Equatable {
+    case bulk([UInt8])
+    case simple(String)
+    case error(String)
+    case integer(Int64)
+    case null
+    case array([RESPValue])
+    /// An XREADGROUP/XREAD reply decoded straight from the flat buffer (``ReplyShape/streamEntries``).
+    case entries([StreamEntry])
+
+    var string: String? {
+        switch self {
+        case .bulk(let b): return String(decoding: b, as: UTF8.self)
+        case .simple(let s): return s
+        default: return nil
+        }
+    }
+
+    var bytes: [UInt8]? {
+        switch self {
+        case .bulk(let b): return b
+        case .simple(let s): return Array(s.utf8)
+        default: return nil
+        }
+    }
+
+    var int: Int64? {
+        switch self {
+        case .integer(let i): return i
+        case .bulk, .simple: return string.flatMap { Int64($0) }
+        default: return nil
+        }
+    }
+
+    var array: [RESPValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+
+    var errorText: String? {
+        if case .error(let e) = self { return e }
+        return nil
+    }
+}
+
+/// How to turn a reply into a ``RESPValue``.
+enum ReplyShape: Sendable {
+    /// The generic tree.
+    case generic
+    /// An XREADGROUP reply: `[[stream, [[id, [field, value, …] | nil], …]], …]` → `.entries`, or nil.
+    case streamEntries
+}
+
+/// The reply decoder of the Redis backend: hiredis' reader (`redisReaderCreate` / `redisReaderFeed`
+/// / `redisReaderGetReply`) parses RESP fed from the channel, building each reply with CHiredis' flat
+/// builder into one reusable buffer, which ``FlatReply`` walks into a ``RESPValue``.
+///
+/// Pure parsing, no I/O: the channel handler calls it on its event loop; tests and the reply fuzzer
+/// (`Fuzz/Targets/RedisReplyFuzz.swift`) feed it raw bytes.
+final class RedisReplyDecoder {
+    private let reader: UnsafeMutablePointer<redisReader>
+    private let flat: UnsafeMutablePointer<CHiredis_Flat>
+
+    init() {
+        flat = CHiredis_flatCreate()!
+        reader = redisReaderCreate()!
+        CHiredis_flatInstall(reader, flat)
+        // Keep the read buffer between replies instead of freeing it after every large one.
+        reader.pointee.maxbuf = 0
+    }
+
+    deinit {
+        redisReaderFree(reader)
+        CHiredis_flatDestroy(flat)
+    }
+
+    enum ReadError: Error, Equatable { case protocolError(String) }
+
+    /// Feeds raw bytes from the server.
+    func feed(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { feed($0) }
+    }
+
+    /// Feeds bytes read from the channel.
+    func feed(_ raw: UnsafeRawBufferPointer) {
+        guard let base = raw.baseAddress, raw.count > 0 else { return }
+        _ = redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), raw.count)
+    }
+
+    /// The next complete reply, `nil` if more bytes are needed.
+    func next(shape: ReplyShape = .generic) throws(ReadError) -> RESPValue? {
+        var token: UnsafeMutableRawPointer?
+        if redisReaderGetReply(reader, &token) != CHiredis_OK() {
+            let message = withUnsafeBytes(of: reader.pointee.errstr) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            throw .protocolError(message)
+        }
+        guard token != nil else { return nil }
+        return FlatReply.decode(flat.pointee.bytes(), shape: shape)
+    }
+
+    /// Forgets a reply buffer grown past `keep` bytes: one huge reply (say, a long XRANGE) should
+    /// not pin its memory for good.
+    func trim(keeping keep: Int = 8 << 20) {
+        CHiredis_flatTrim(flat, keep)
+    }
+}
+
 /// Reads a reply that hiredis' reader built with CHiredis' flat builder.
 ///
 /// The default hiredis reader allocates a `redisReply` per element and copies
@@ -122,48 +232,6 @@ struct FlatReply {
             }
         }
         return offset == bytes.count ? out : nil
-    }
-}
-
-/// A hiredis reader that builds flat replies, for decoding raw RESP bytes
-/// outside a connection (tests and fuzzing).
-final class FlatReplyReader {
-    private let reader: UnsafeMutablePointer<redisReader>
-    private let flat: UnsafeMutablePointer<CHiredis_Flat>
-
-    init() {
-        flat = CHiredis_flatCreate()!
-        reader = redisReaderCreate()!
-        CHiredis_flatInstall(reader, flat)
-    }
-
-    deinit {
-        redisReaderFree(reader)
-        CHiredis_flatDestroy(flat)
-    }
-
-    enum ReadError: Error, Equatable { case protocolError(String) }
-
-    /// Feeds raw bytes from the server.
-    func feed(_ bytes: [UInt8]) {
-        bytes.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { chars in
-                _ = redisReaderFeed(reader, chars.baseAddress, chars.count)
-            }
-        }
-    }
-
-    /// The next complete reply, `nil` if more bytes are needed.
-    func next(shape: ReplyShape = .generic) throws(ReadError) -> RESPValue? {
-        var token: UnsafeMutableRawPointer?
-        if redisReaderGetReply(reader, &token) != CHiredis_OK() {
-            let message = withUnsafeBytes(of: reader.pointee.errstr) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            throw .protocolError(message)
-        }
-        guard token != nil else { return nil }
-        return FlatReply.decode(flat.pointee.bytes(), shape: shape)
     }
 }
 

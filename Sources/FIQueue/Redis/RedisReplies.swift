@@ -2,7 +2,7 @@
 /// and the reply fuzzer (`Fuzz/Targets/RedisReplyFuzz.swift`) reach them.
 /// Anything unexpected throws `.protocol`; nothing here may trap on a reply,
 /// whatever the server (or something impersonating it) sends.
-extension RedisEventQueue {
+enum RedisReplies {
     /// An XREADGROUP reply (after ``ReplyShape/streamEntries`` conversion):
     /// nil, the decoded entries, or the generic `[[stream, [entry, …]], …]` tree.
     static func decodeReadGroup(_ reply: RESPValue) throws -> [StreamEntry] {
@@ -116,5 +116,22 @@ extension RedisEventQueue {
             if host.isEmpty || host == "?" { host = defaultHost }
             return SlotRange(slots: Int(lo)...Int(hi), host: host, port: Int(port))
         }
+    }
+
+    /// An error reply as a typed error.
+    static func serverError(_ text: String) -> EventQueueError {
+        let code: EventQueueError.Code
+        if text.hasPrefix("WRONGTYPE") {
+            code = .wrongType
+        } else if text.hasPrefix("NOGROUP") {
+            code = .noGroup
+        } else if text.hasPrefix("LOADING") || text.hasPrefix("MASTERDOWN") || text.hasPrefix("CLUSTERDOWN") || text.hasPrefix("TRYAGAIN") {
+            code = .unavailable
+        } else if text.hasPrefix("ERR Invalid stream ID") || text.hasPrefix("ERR The ID specified") || text.hasPrefix("ERR value is not") || text.hasPrefix("ERR invalid") {
+            code = .invalidArgument
+        } else {
+            code = .server
+        }
+        return EventQueueError(code, text)
     }
 }

@@ -1,0 +1,261 @@
+import Logging
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// One request on a connection: commands encoded back to back, and where their replies go.
+struct RedisRequest: Sendable {
+    /// Where the replies of a request go: a waiting task, or a future on the event loop
+    /// (the connection's own AUTH/SELECT).
+    enum Completion: Sendable {
+        case task(UnsafeContinuation<[RESPValue], any Error>)
+        case promise(EventLoopPromise<[RESPValue]>)
+    }
+
+    var command: RedisCommand
+    var shape: ReplyShape
+    /// Whether the command may be sent again when the connection breaks before its reply: true
+    /// for commands whose repetition cannot change the outcome (reads, XACK, XTRIM, lease
+    /// acquisition, group creation). A command that may not (XADD, lease release) fails with
+    /// `.unknownResult` instead: it may or may not have been applied.
+    var retryable: Bool
+    /// How long to wait for the replies once sent (a blocking read: its BLOCK time plus the command timeout).
+    var timeout: TimeAmount
+    var completion: Completion
+
+    func succeed(_ replies: [RESPValue]) {
+        switch completion {
+        case .task(let continuation): continuation.resume(returning: replies)
+        case .promise(let promise): promise.succeed(replies)
+        }
+    }
+
+    func fail(_ error: EventQueueError) {
+        switch completion {
+        case .task(let continuation): continuation.resume(throwing: error)
+        case .promise(let promise): promise.fail(error)
+        }
+    }
+}
+
+/// The NIO side of one Redis connection, on its channel's event loop.
+///
+/// Requests are appended to one outbound buffer and flushed together once per event-loop tick
+/// (every request written in one tick shares one `write`: pipelining without a thread). Replies
+/// are parsed on the loop by hiredis' reader (``RedisReplyDecoder``) and handed, in order, to the
+/// requests waiting for them. One timer per connection watches the oldest request's deadline; a
+/// request not answered in time closes the connection. When the connection closes, every request
+/// still waiting fails: with `.unavailable` (or `.timeout`) if it may be retried, with
+/// `.unknownResult` if not — it may or may not have been applied.
+final class RedisChannelHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private struct Waiting {
+        var request: RedisRequest
+        var deadline: NIODeadline
+        var replies: [RESPValue] = []
+    }
+
+    let address: String
+    private let logger: Logger
+    private let tls: Bool
+    private var context: ChannelHandlerContext?
+    private var waiting = CircularBuffer<Waiting>(initialCapacity: 64)
+    private var outbound = ByteBuffer()
+    private var flushScheduled = false
+    private let decoder = RedisReplyDecoder()
+    private var timer: Scheduled<Void>?
+    /// Why the connection closed (a TLS or socket error, a timeout), for the errors of waiting requests.
+    private var closeReason: String?
+    private var timedOut = false
+    private var closeWhenIdle = false
+    /// Whether any reply has come: a plain connection closed before the first one may have
+    /// reached a TLS port.
+    private var answered = false
+    private let ready: EventLoopPromise<Void>
+    private var readyDone = false
+    /// Called once when the channel goes inactive.
+    var onClose: ((String) -> Void)?
+
+    /// - Parameter ready: succeeded once the channel can carry commands (connected, and with TLS
+    ///   the handshake done); failed with the reason if it closes before.
+    init(address: String, tls: Bool, ready: EventLoopPromise<Void>, logger: Logger) {
+        self.address = address
+        self.tls = tls
+        self.ready = ready
+        self.logger = logger
+    }
+
+    /// Requests sent and not yet answered.
+    var depth: Int { waiting.count }
+
+    // MARK: Requests
+
+    /// Sends a request (on the event loop): its bytes go out with this tick's flush.
+    func send(_ request: RedisRequest) {
+        guard let context, context.channel.isActive, closeReason == nil else {
+            request.fail(EventQueueError(.unavailable, "connection to \(address) is closed; nothing was sent"))
+            return
+        }
+        let deadline = NIODeadline.now() + request.timeout
+        waiting.append(Waiting(request: request, deadline: deadline))
+        var bytes = request.command.bytes
+        outbound.writeBuffer(&bytes)
+        if !flushScheduled {
+            flushScheduled = true
+            context.eventLoop.assumeIsolated().execute { self.flush() }
+        }
+        if timer == nil { armTimer(at: deadline) }
+    }
+
+    /// Closes the channel once every request sent has its reply.
+    func closeAfterPendingReplies() {
+        closeWhenIdle = true
+        if waiting.isEmpty { context?.close(promise: nil) }
+    }
+
+    private func flush() {
+        flushScheduled = false
+        guard let context, outbound.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(outbound), promise: nil)
+        // Usually written at once and released: then clearing reuses the same storage.
+        outbound.clear()
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive && !tls { becomeReady(nil) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if !tls { becomeReady(nil) }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent { becomeReady(nil) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func becomeReady(_ failure: String?) {
+        guard !readyDone else { return }
+        readyDone = true
+        if let failure {
+            ready.fail(EventQueueError(.unavailable, failure))
+        } else {
+            ready.succeed()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        unwrapInboundIn(data).withUnsafeReadableBytes { decoder.feed($0) }
+        do {
+            while let shape = waiting.first?.request.shape, let reply = try decoder.next(shape: shape) {
+                answered = true
+                waiting[waiting.startIndex].replies.append(reply)
+                if waiting[waiting.startIndex].replies.count == waiting[waiting.startIndex].request.command.count {
+                    let done = waiting.removeFirst()
+                    done.request.succeed(done.replies)
+                }
+            }
+            if waiting.isEmpty, try decoder.next() != nil {
+                close(context, reason: "a reply came that no command asked for")
+                return
+            }
+        } catch {
+            close(context, reason: "protocol error: \(error)")
+            return
+        }
+        if waiting.isEmpty && closeWhenIdle { context.close(promise: nil) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        decoder.trim()
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        close(context, reason: Self.describe(error))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        let reason = closeReason ?? (answered || tls
+            ? "connection closed by the server"
+            : "connection closed by the server before any reply (a TLS port? then use rediss://)")
+        closeReason = reason
+        becomeReady(reason)
+        let failed = waiting
+        waiting.removeAll()
+        for w in failed {
+            let error: EventQueueError
+            if !w.request.retryable {
+                error = EventQueueError(.unknownResult, "connection to \(address) lost before the reply (\(reason)); the command may or may not have been applied")
+            } else if timedOut {
+                error = EventQueueError(.timeout, "no reply from \(address) within \(w.request.timeout.milliseconds) ms")
+            } else {
+                error = EventQueueError(.unavailable, "connection to \(address) lost: \(reason)")
+            }
+            w.request.fail(error)
+        }
+        onClose?(reason)
+        onClose = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        self.context = nil
+    }
+
+    private func close(_ context: ChannelHandlerContext, reason: String) {
+        if closeReason == nil {
+            closeReason = reason
+            logger.debug("redis connection closing", metadata: ["fi.redis": "\(address)", "fi.reason": "\(reason)"])
+        }
+        context.close(promise: nil)
+    }
+
+    // MARK: Timeouts
+
+    /// One timer per connection: at the oldest request's deadline, close the connection if that
+    /// request is still unanswered; otherwise look again at the next deadline, or stop while idle.
+    private func armTimer(at deadline: NIODeadline) {
+        guard let context else { return }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timer = nil
+            guard let context = self.context, let first = self.waiting.first else { return }
+            if first.deadline <= .now() {
+                self.timedOut = true
+                self.close(context, reason: "no reply within \(first.request.timeout.milliseconds) ms")
+            } else {
+                self.armTimer(at: first.deadline)
+            }
+        }
+    }
+
+    /// A socket or TLS error in one line.
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case NIOSSLError.handshakeFailed(let cause): return "TLS handshake failed: \(cause)"
+        case let error as NIOSSLError: return "TLS: \(error)"
+        case let error as NIOSSLExtraError: return "TLS: \(error)"
+        case let error as BoringSSLError: return "TLS: \(error)"
+        case let error as IOError: return error.description
+        default: return "\(error)"
+        }
+    }
+}
+
+@available(*, unavailable)
+extension RedisChannelHandler: Sendable {}
+
+extension TimeAmount {
+    var milliseconds: Int64 { nanoseconds / 1_000_000 }
+}
