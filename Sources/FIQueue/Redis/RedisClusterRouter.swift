@@ -38,10 +38,12 @@ struct RedisClusterRouter: Sendable {
         return nil
     }
 
-    /// Every master in the map, each once, in slot order.
-    var masters: [String] {
+    /// Every master in the map, each once, in slot order (kept up to date as the map changes).
+    private(set) var masters: [String] = []
+
+    private mutating func mapChanged() {
         var seen = Set<String>()
-        return slots.compactMap { node in
+        masters = slots.compactMap { node in
             guard let node, seen.insert(node).inserted else { return nil }
             return node
         }
@@ -60,7 +62,10 @@ struct RedisClusterRouter: Sendable {
             guard words.count >= 3, let target = Self.address(String(words[2]), answeredBy: node) else { return .done }
             if kind == "ASK" { return .ask(to: target) }
             // This slot at once; the rest of the map is probably stale too (a failover, a resharding).
-            slots[slot] = target
+            if slots[slot] != target {
+                slots[slot] = target
+                mapChanged()
+            }
             refreshWanted = true
             return .moved(to: target)
         default:
@@ -91,6 +96,7 @@ struct RedisClusterRouter: Sendable {
             for s in range.slots { map[s] = "\(h):\(range.port)" }
         }
         slots = map
+        mapChanged()
     }
 
     mutating func refreshFailed() {

@@ -143,17 +143,31 @@ final class RedisConnection: @unchecked Sendable {
                     try pipeline.addHandler(RedisChannelHandler(address: address, tls: tls != nil, ready: ready, logger: logger))
                 }
             }
+        let connectTimeout = settings.connectTimeout
         bootstrap.connect(host: endpoint.host, port: endpoint.port)
-            .flatMap { channel in ready.futureResult.map { channel } }
             .hop(to: eventLoop)
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
-                case .success(let channel):
-                    self.handshake(channel)
                 case .failure(let error):
                     ready.fail(error)  // a refused connect never reached the handler
                     self.connectFailed(Self.reason(error))
+                case .success(let channel):
+                    // The TLS handshake is bounded by the connect timeout too: a TLS client on a
+                    // plain port may otherwise wait for a ServerHello that never comes.
+                    let deadline = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(connectTimeout)) {
+                        ready.fail(EventQueueError(.unavailable, "no TLS handshake within \(connectTimeout) (not a TLS port? then use redis://)"))
+                    }
+                    ready.futureResult.assumeIsolated().whenComplete { readiness in
+                        deadline.cancel()
+                        switch readiness {
+                        case .success:
+                            self.handshake(channel)
+                        case .failure(let error):
+                            channel.close(promise: nil)
+                            self.connectFailed(Self.reason(error))
+                        }
+                    }
                 }
             }
     }

@@ -392,7 +392,7 @@ public final class RedisEventQueue: EventQueue {
 
     /// The master of `slot`, or any known node (it answers with MOVED to the owner).
     private func master(ofSlot slot: Int) throws -> String {
-        let (owner, known) = router.withLock { r in (r.master(ofSlot: slot), r.masters.first) }
+        let (owner, known) = router.withLock { r in r.master(ofSlot: slot).map { ($0, nil) } ?? (nil, r.masters.first) }
         if let owner { return owner }
         refreshIfWanted()
         guard let any = known ?? seeds.first?.address else { throw EventQueueError(.unavailable, "no cluster node serves slot \(slot)") }
