@@ -62,7 +62,10 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private let logger: Logger
     private let tls: Bool
     private var context: ChannelHandlerContext?
-    private var waiting = CircularBuffer<Waiting>(initialCapacity: 64)
+    /// Requests sent and not yet answered, oldest first from `head` (a plain array: the standard
+    /// library's operations are optimized even in a debug build).
+    private var waiting: [Waiting] = []
+    private var head = 0
     private var outbound = ByteBuffer()
     private var flushScheduled = false
     private let decoder = RedisReplyDecoder()
@@ -88,9 +91,6 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         self.logger = logger
     }
 
-    /// Requests sent and not yet answered.
-    var depth: Int { waiting.count }
-
     // MARK: Requests
 
     /// Sends a request (on the event loop): its bytes go out with this tick's flush.
@@ -101,8 +101,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         }
         let deadline = NIODeadline.now() + request.timeout
         waiting.append(Waiting(request: request, deadline: deadline))
-        var bytes = request.command.bytes
-        outbound.writeBuffer(&bytes)
+        outbound.writeBytes(request.command.bytes)
         if !flushScheduled {
             flushScheduled = true
             context.eventLoop.assumeIsolated().execute { self.flush() }
@@ -154,13 +153,27 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         unwrapInboundIn(data).withUnsafeReadableBytes { decoder.feed($0) }
         do {
-            while let shape = waiting.first?.request.shape, let reply = try decoder.next(shape: shape) {
+            while head < waiting.count, let reply = try decoder.next(shape: waiting[head].request.shape) {
                 answered = true
-                waiting[waiting.startIndex].replies.append(reply)
-                if waiting[waiting.startIndex].replies.count == waiting[waiting.startIndex].request.command.count {
-                    let done = waiting.removeFirst()
-                    done.request.succeed(done.replies)
+                if waiting[head].request.command.count == 1 {
+                    let done = waiting[head].request
+                    head += 1
+                    done.succeed([reply])
+                } else {
+                    waiting[head].replies.append(reply)
+                    if waiting[head].replies.count == waiting[head].request.command.count {
+                        let done = waiting[head]
+                        head += 1
+                        done.request.succeed(done.replies)
+                    }
                 }
+            }
+            if head == waiting.count {
+                waiting.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 1024 {
+                waiting.removeFirst(head)
+                head = 0
             }
             if waiting.isEmpty, try decoder.next() != nil {
                 close(context, reason: "a reply came that no command asked for")
@@ -190,8 +203,9 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             : "connection closed by the server before any reply (a TLS port? then use rediss://)")
         closeReason = reason
         becomeReady(reason)
-        let failed = waiting
-        waiting.removeAll()
+        let failed = waiting[head...]
+        waiting = []
+        head = 0
         for w in failed {
             let error: EventQueueError
             if !w.request.retryable {
@@ -230,7 +244,8 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         guard let context else { return }
         timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.timer = nil
-            guard let context = self.context, let first = self.waiting.first else { return }
+            guard let context = self.context, self.head < self.waiting.count else { return }
+            let first = self.waiting[self.head]
             if first.deadline <= .now() {
                 self.timedOut = true
                 self.close(context, reason: "no reply within \(first.request.timeout.milliseconds) ms")

@@ -1,18 +1,17 @@
-import NIOCore
-
 /// Commands RESP-encoded back to back (arrays of bulk strings), ready for the socket: the one
 /// encoder of the Redis backend.
 ///
-/// A command is written straight into its byte buffer as it is built — no array per argument —
-/// and the channel handler appends that buffer to what it flushes at the end of the event-loop
-/// tick. The buffer is kept (copy-on-write) so the router can resend it after a cluster redirect.
+/// A command is written into its bytes as it is built — no array per argument — and the channel
+/// handler copies them into the channel's outbound buffer, flushed at the end of the event-loop
+/// tick. The bytes are kept (copy-on-write) so the router can resend them after a cluster redirect.
+/// (A `[UInt8]`, not a `ByteBuffer`: the standard library's appends are optimized even in a debug
+/// build, where SwiftNIO's are not — the tests run debug builds under load.)
 struct RedisCommand: Sendable {
-    private(set) var bytes: ByteBuffer
+    private(set) var bytes: [UInt8] = []
     /// How many commands, so how many replies.
     private(set) var count = 0
 
     init(reserving capacity: Int = 64) {
-        bytes = ByteBuffer()
         bytes.reserveCapacity(capacity)
     }
 
@@ -29,27 +28,27 @@ struct RedisCommand: Sendable {
 
     /// Starts a command of `arguments` arguments; append exactly that many next.
     mutating func begin(arguments: Int, reserving capacity: Int = 0) {
-        if capacity > 0 { bytes.reserveCapacity(minimumWritableBytes: capacity + 16) }
-        bytes.writeInteger(UInt8(ascii: "*"))
+        if capacity > 0 { bytes.reserveCapacity(bytes.count + capacity + 16) }
+        bytes.append(UInt8(ascii: "*"))
         writeDecimal(arguments)
-        bytes.writeStaticString("\r\n")
+        bytes.append(13)
+        bytes.append(10)
         count += 1
     }
 
     mutating func argument(_ value: some Collection<UInt8>) {
-        bytes.writeInteger(UInt8(ascii: "$"))
+        bytes.append(UInt8(ascii: "$"))
         writeDecimal(value.count)
-        bytes.writeStaticString("\r\n")
-        bytes.writeBytes(value)
-        bytes.writeStaticString("\r\n")
+        bytes.append(13)
+        bytes.append(10)
+        bytes.append(contentsOf: value)
+        bytes.append(13)
+        bytes.append(10)
     }
 
     mutating func argument(_ value: String) {
-        bytes.writeInteger(UInt8(ascii: "$"))
-        writeDecimal(value.utf8.count)
-        bytes.writeStaticString("\r\n")
-        bytes.writeString(value)
-        bytes.writeStaticString("\r\n")
+        var value = value
+        value.withUTF8 { argument($0) }
     }
 
     /// An entry id as `<ms>-<seq>`, formatted in place.
@@ -70,8 +69,7 @@ struct RedisCommand: Sendable {
     /// The commands of `other` after these (ASKING + the command of an ASK redirect).
     static func + (lhs: RedisCommand, rhs: RedisCommand) -> RedisCommand {
         var out = lhs
-        var more = rhs.bytes
-        out.bytes.writeBuffer(&more)
+        out.bytes += rhs.bytes
         out.count += rhs.count
         return out
     }
@@ -79,12 +77,12 @@ struct RedisCommand: Sendable {
     /// A non-negative `n` in decimal (every length goes through here).
     private mutating func writeDecimal(_ n: Int) {
         if n < 10 {
-            bytes.writeInteger(UInt8(truncatingIfNeeded: 48 &+ n))
+            bytes.append(UInt8(truncatingIfNeeded: 48 &+ n))
             return
         }
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
             let start = Self.format(UInt(n), into: digits)
-            bytes.writeBytes(UnsafeBufferPointer(rebasing: digits[start...]))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
         }
     }
 

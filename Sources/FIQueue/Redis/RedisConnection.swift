@@ -97,12 +97,6 @@ final class RedisConnection: @unchecked Sendable {
         try? await closed.get()
     }
 
-    /// Requests sent on the live channel and not yet answered (a load hint).
-    var depth: Int {
-        guard eventLoop.inEventLoop, case .connected(let handler, _) = state else { return 0 }
-        return handler.depth
-    }
-
     // MARK: On the event loop
 
     private func submit(_ request: RedisRequest) {
