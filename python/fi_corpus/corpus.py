@@ -358,7 +358,8 @@ class Corpus:
             for cut in self._block_stops(a, b, block_rows, block_bytes):
                 cols = self._read(pos, cut)
                 keep = sel[(sel >= pos - blo) & (sel < cut - blo)] - (pos - blo)
-                yield cols if len(keep) == len(cols) else cols.take(keep)
+                if len(keep):
+                    yield cols if len(keep) == len(cols) else cols.take(keep)
                 pos = cut
 
     def columns(self, start: Optional[int] = None, stop: Optional[int] = None, *,
