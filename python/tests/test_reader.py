@@ -174,6 +174,18 @@ def test_frames(corpus_path):
         assert c.to_arrow(partition_column=True).column("partition")[0].as_py() == "site_a"
 
 
+def test_frames_with_the_payload_read_in_another_thread(corpus_path, monkeypatch):
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    with fi_corpus.open(corpus_path) as c:
+        plain_df, plain_t = c.to_pandas(), c.to_arrow()
+        monkeypatch.setattr(fi_corpus.corpus, "OVERLAP_MIN_BYTES", 0)
+        df, t = c.to_pandas(), c.to_arrow()
+        assert df.equals(plain_df) and t.equals(plain_t)
+        assert df.payload.tolist() == [payload(i) for i in range(2000)]
+        assert c.to_pandas(100, 300).stream_id.tolist() == [sid(i) for i in range(100, 300)]
+
+
 def test_json_field_named_like_a_row_column(tmp_path):
     pytest.importorskip("pandas")
     path = tmp_path / "j" / "corpus.h5"
