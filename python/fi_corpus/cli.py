@@ -209,20 +209,23 @@ def prefetch(items: Iterable, depth: int = 2):
     done = object()
     stop = threading.Event()
 
+    def put(entry) -> bool:
+        while not stop.is_set():  # never blocks for good: the consumer may have gone
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run():
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((None, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((None, item)):
                     return
-            q.put((None, done))
+            put((None, done))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            q.put((err, None))
+            put((err, None))
 
     t = threading.Thread(target=run, name="fi-corpus-prefetch", daemon=True)
     t.start()

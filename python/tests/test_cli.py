@@ -241,3 +241,13 @@ def test_prefetch_passes_items_errors_and_stops_early():
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()  # the consumer stops: the producer stops too
     assert len(produced) < 10
+
+
+def test_prefetch_consumer_leaving_after_the_end_does_not_wait():
+    from fi_corpus.cli import prefetch
+    it = prefetch(iter(range(5)), depth=1)
+    assert next(it) == 0
+    time.sleep(0.3)  # the producer is now waiting to hand over more, or the end
+    t0 = time.monotonic()
+    it.close()
+    assert time.monotonic() - t0 < 2
