@@ -3,6 +3,7 @@ import FIPartitioning
 import FIQueue
 import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
 import Synchronization
 
@@ -152,7 +153,13 @@ public final class EventWorker: Service, Sendable {
         let members = Set(try await queue.leaseOwners(withPrefix: "fi:member:").values)
         let memberCount = max(1, members.count)
         let share = (candidates.count + memberCount - 1) / memberCount
-        var mine = state.withLock { $0.filter { !$0.value.finished }.count }
+        // fi_worker_lease_held{partition}: 1 where this worker writes it, 0 elsewhere;
+        // max over the workers is 0 for a partition nobody writes.
+        let writing = state.withLock { Set($0.filter { !$0.value.finished }.keys) }
+        for key in candidates {
+            Gauge(label: "fi_worker_lease_held", dimensions: [("partition", key.rawValue)]).record(writing.contains(key) ? 1 : 0)
+        }
+        var mine = writing.count
         var started = 0
         let stoppingNow = stopping.load(ordering: .relaxed)
 

@@ -321,8 +321,12 @@ final class PartitionRunner: Sendable {
         let stream = key.streamName
         let backlog = try? await queue.length(of: stream)
         let lag = try? await queue.oldestPendingIdle(configuration.group, on: stream)
+        let pending = try? await queue.pending(configuration.group, on: stream).count
+        let deadLetters = try? await queue.length(of: key.deadLetterStreamName)
         let rate = progress.takeRate()
         if let backlog { progress.backlog.record(backlog) }
+        if let pending { progress.pending.record(pending) }
+        if let deadLetters { progress.deadLetters.record(deadLetters) }
         progress.oldestPendingSeconds.record(lag.map { Double($0.nanoseconds) / 1e9 } ?? 0)
         logger.info(
             "partition progress",

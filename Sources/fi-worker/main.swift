@@ -3,8 +3,7 @@ import FIWorkerKit
 import Foundation
 import Logging
 
-/// `fi-worker`: persists queued events into per-partition HDF5 corpus files.
-/// Only parses flags; FIWorkerKit does the work.
+/// `fi-worker`: persists queued events. Only parses flags; FIWorkerKit does the work.
 @main
 struct FIWorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,96 +12,39 @@ struct FIWorkerCommand: AsyncParsableCommand {
         discussion: """
             Consumes the named partitions (site_a, partition_2, …) or, with --all, every fi:events:* stream \
             as it appears. Each partition is written by one worker at a time (a lease in Redis); entries are \
-            acknowledged only after their rows are flushed and fsynced. SIGTERM/SIGINT finishes the batch in \
-            hand, then exits 0. REDIS_URL is read when neither --redis-url nor --redis-cluster is given.
+            acknowledged only after their rows are flushed and fsynced. SIGTERM/SIGINT turns /health/ready to \
+            503, finishes the batch in hand, then exits 0.
+
+            Every setting comes from its flag, else its environment variable (FI_ + the flag in upper case, \
+            - as _; REDIS_URL too), else the --config file (JSON or YAML, keys named like the long flags), \
+            else its default. `fi-worker config` prints the effective settings and where each came from.
+
+            Settings (flag, environment variable, default; `fi-worker serve --help` explains each):
+            \(OptionSpec.helpTable(WorkerOptions.specs))
             """,
-        version: BuildInfo.versionLine
+        version: BuildInfo.versionLine,
+        subcommands: [Serve.self, ConfigCommand.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// `fi-worker [serve]`: consume and persist until SIGTERM/SIGINT.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Consume and persist until SIGTERM/SIGINT (the default)."
     )
 
     @Argument(help: "Partition keys to consume, e.g. site_a partition_2.")
     var partitions: [String] = []
 
-    @Flag(help: "Consume every fi:events:* stream, discovered as they appear.")
-    var all = false
-
-    @Option(help: "Redis URL, redis://[:password@]host[:port][/db].")
-    var redisURL: String?
-
-    @Option(help: "Redis Cluster seed nodes, host:port,host:port,….")
-    var redisCluster: String?
-
-    @Option(help: "Storage root; partition k is written to <storage>/<k>/corpus.h5.")
-    var storage = "./storage"
-
-    @Option(help: "Consumer group.")
-    var group = "fi-workers"
-
-    @Option(help: "Consumer name (default: fi-worker-<hostname>, stable across restarts on this host).")
-    var consumer: String?
-
-    @Option(help: "Entries per batch.")
-    var batchSize = 256
-
-    @Option(help: "Claim other consumers' pending entries once a partition has been held this long (ms).")
-    var claimIdleMs = 30_000
-
-    @Option(help: "Partition lease time to live (ms); renewed every third of it.")
-    var leaseTtlMs = 10_000
-
-    @Option(help: "Entries delivered more than this many times go to fi:dead:<partition>.")
-    var maxDeliveries = 5
-
-    @Option(help: "Serve Prometheus metrics on this port at /metrics.")
-    var metricsPort: Int?
-
-    @Option(help: "Address for the metrics endpoint.")
-    var metricsHost = "127.0.0.1"
-
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
-
-    func validate() throws {
-        if all == !partitions.isEmpty {
-            throw ValidationError("give partition keys or --all (not both)")
-        }
-        if redisURL != nil && redisCluster != nil {
-            throw ValidationError("give --redis-url or --redis-cluster, not both")
-        }
-        if batchSize < 1 || batchSize > 100_000 { throw ValidationError("--batch-size must be 1…100000") }
-        if claimIdleMs < 0 { throw ValidationError("--claim-idle-ms must not be negative") }
-        if leaseTtlMs < 300 { throw ValidationError("--lease-ttl-ms must be at least 300") }
-        if maxDeliveries < 1 { throw ValidationError("--max-deliveries must be at least 1") }
-        if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0…65535") }
-    }
+    @OptionGroup var flags: WorkerFlags
 
     func run() async throws {
-        Observability.bootstrapLogging(level: logLevel)
+        let (settings, logging) = try await flags.resolve(partitions: partitions)
+        Observability.bootstrapLogging(level: logging.level, format: logging.format)
         let logger = Logger(label: "fi-worker")
         let registry = Observability.bootstrapPrometheus()
-
-        var worker = WorkerConfiguration()
-        do {
-            worker.partitions = try partitions.map(WorkerConfiguration.partitionKey)
-        } catch {
-            throw ValidationError("\(error)")
-        }
-        worker.discoverAll = all
-        worker.storageRoot = storage
-        worker.group = group
-        if let consumer { worker.consumer = consumer }
-        worker.batchSize = batchSize
-        worker.claimIdle = .milliseconds(claimIdleMs)
-        worker.leaseTTL = .milliseconds(leaseTtlMs)
-        worker.maxDeliveries = maxDeliveries
-
-        let target = QueueTarget.fromFlags(
-            redisURL: redisURL,
-            redisCluster: redisCluster,
-            environment: ProcessInfo.processInfo.environment
-        ) ?? .redis(url: "redis://127.0.0.1:6379")
-        var settings = WorkerApplication.Settings(queue: target, worker: worker)
-        settings.metricsPort = metricsPort
-        settings.metricsHost = metricsHost
         do {
             try await WorkerApplication.run(settings, registry: registry, logger: logger)
         } catch let error as WorkerApplication.StartupError {
@@ -110,6 +52,82 @@ struct FIWorkerCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
     }
+
 }
 
-extension Logger.Level: @retroactive ExpressibleByArgument {}
+/// `fi-worker config`: the effective settings and where each value came from, secrets redacted.
+struct ConfigCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "config",
+            abstract: "Print the effective settings and where each came from (flag, env, file, default); secrets redacted."
+        )
+
+        @Argument(help: "Partition keys, as for fi-worker itself.")
+        var partitions: [String] = []
+
+        @OptionGroup var flags: WorkerFlags
+
+        func run() async throws {
+            let options = try await flags.options()
+            print(options.table(), terminator: "")
+        }
+}
+
+/// fi-worker's flags. Each is optional: unset, the value comes from the
+/// environment, the config file or the default (WorkerOptions).
+struct WorkerFlags: ParsableArguments {
+    @Option(help: .init(WorkerOptions.redisURL.help)) var redisURL: String?
+    @Option(help: .init(WorkerOptions.redisCluster.help)) var redisCluster: String?
+    @Flag(help: .init(WorkerOptions.all.help)) var all = false
+    @Option(help: .init(WorkerOptions.storage.help)) var storage: String?
+    @Option(help: .init(WorkerOptions.group.help)) var group: String?
+    @Option(help: .init(WorkerOptions.consumer.help)) var consumer: String?
+    @Option(help: .init(WorkerOptions.batchSize.help)) var batchSize: Int?
+    @Option(help: .init(WorkerOptions.claimIdleMs.help)) var claimIdleMs: Int?
+    @Option(help: .init(WorkerOptions.leaseTTLMs.help)) var leaseTtlMs: Int?
+    @Option(help: .init(WorkerOptions.maxDeliveries.help)) var maxDeliveries: Int?
+    @Option(help: .init(WorkerOptions.httpHost.help)) var httpHost: String?
+    @Option(help: .init(WorkerOptions.httpPort.help)) var httpPort: Int?
+    @Option(help: .hidden) var metricsHost: String?  // before 0.1.0: --http-host
+    @Option(help: .hidden) var metricsPort: Int?  // before 0.1.0: --http-port
+    @Option(help: .init(WorkerOptions.shutdownDelay.help)) var shutdownDelay: Double?
+    @Option(help: .init(WorkerOptions.logLevel.help)) var logLevel: String?
+    @Option(help: .init(WorkerOptions.logFormat.help)) var logFormat: String?
+    @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
+
+    /// The flags given, by setting name.
+    var given: [String: String] {
+        var given: [String: String?] = [
+            "redis-url": redisURL, "redis-cluster": redisCluster, "storage": storage, "group": group,
+            "consumer": consumer, "batch-size": batchSize.map(String.init), "claim-idle-ms": claimIdleMs.map(String.init),
+            "lease-ttl-ms": leaseTtlMs.map(String.init), "max-deliveries": maxDeliveries.map(String.init),
+            "http-host": httpHost ?? metricsHost, "http-port": (httpPort ?? metricsPort).map(String.init),
+            "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
+        ]
+        if all { given["all"] = "true" }
+        return given.compactMapValues { $0 }
+    }
+
+    /// The settings from flags, environment, config file and defaults; a bad value exits 64.
+    func options() async throws -> ResolvedOptions {
+        do {
+            let environment = ProcessInfo.processInfo.environment
+            return try await ResolvedOptions.resolve(
+                WorkerOptions.specs, flags: given, environment: environment,
+                configFile: config ?? environment["FI_CONFIG"].flatMap { $0.isEmpty ? nil : $0 })
+        } catch {
+            FileHandle.standardError.write(Data("fi-worker: error: \(error)\n".utf8))
+            throw ExitCode(64)
+        }
+    }
+
+    func resolve(partitions: [String]) async throws -> (WorkerApplication.Settings, WorkerOptions.LogSettings) {
+        let options = try await options()
+        do {
+            return try WorkerOptions.settings(from: options, partitions: partitions)
+        } catch {
+            FileHandle.standardError.write(Data("fi-worker: error: \(error)\n".utf8))
+            throw ExitCode(64)
+        }
+    }
+}
