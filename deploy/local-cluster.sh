@@ -198,7 +198,7 @@ backend fi_servers
     balance roundrobin
     option httpchk GET /health/ready
     http-check expect status 200
-    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
+    default-server inter 1s fall 2 rise 2
 CFG
         for i in $(seq 1 "$servers"); do
             echo "    server fi-server-$i 127.0.0.1:$((server_base + i - 1)) check"

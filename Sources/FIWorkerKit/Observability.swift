@@ -149,9 +149,14 @@ public final class Readiness: Sendable {
             guard writable else {
                 return manager.isReadableFile(atPath: directory) ? nil : "storage \(directory) is not readable"
             }
+            // A few KiB, not an empty file: on a full volume creating an empty file still works.
             let probe = directory + "/.fi-ready-\(getpid())"
-            guard manager.createFile(atPath: probe, contents: Data()) else { return "storage \(directory) is not writable" }
-            try? manager.removeItem(atPath: probe)
+            defer { try? manager.removeItem(atPath: probe) }
+            do {
+                try Data(count: 4096).write(to: URL(fileURLWithPath: probe))
+            } catch {
+                return "storage \(directory) is not writable (full, read-only or missing permissions)"
+            }
             return nil
         }
     }

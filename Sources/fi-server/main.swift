@@ -57,7 +57,15 @@ struct ConfigSubcommand: AsyncParsableCommand {
 
     @OptionGroup var flags: ServerFlags
 
+    @Flag(help: "Print every setting as a Markdown table instead (Docs/operations.md carries it).")
+    var reference = false
+
     func run() async throws {
+        if reference {
+            print(OptionSpec.markdownReference(ServerOptions.specs), terminator: "")
+            return
+        }
+        _ = try await flags.resolve()  // a bad value exits 64 here too
         print(try await flags.options().table(), terminator: "")
     }
 }

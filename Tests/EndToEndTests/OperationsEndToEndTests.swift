@@ -198,4 +198,56 @@ struct OperationsEndToEndTests {
         }
         await queue.close()
     }
+
+    @Test("fi-worker status: lease owner, backlog, pending, oldest pending age, dead letters, last stored id and rows of every partition; --json")
+    func status() async throws {
+        let url = try await E2E.databaseURL()
+        let storage = try E2E.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let queue = try await RedisEventQueue.connect(url: url)
+        let stored = try PartitionKey(validating: "site_status"), waiting = try PartitionKey(validating: "partition_7")
+        var ids: [StreamEntryID] = []
+        for n in 0..<5 {
+            ids.append(try await queue.append(to: stored.streamName, fields: [StreamField("consultation_id", "s-\(n)"), StreamField("event_json", "{}")]))
+        }
+        _ = try await queue.append(to: stored.deadLetterStreamName, fields: [StreamField("consultation_id", "d"), StreamField("dead_reason", "test")])
+        let worker = try Child("worker", try E2E.binary("fi-worker"), [stored.rawValue, "--redis-url", url, "--storage", storage], logDirectory: storage)
+        try await eventually("stored", timeout: .seconds(30)) { try await E2E.rows(stored, storage: storage).count == 5 }
+        // Pending on a partition nobody writes: read by a consumer that never acknowledges.
+        try await queue.createGroup("fi-workers", on: waiting.streamName)
+        _ = try await queue.append(to: waiting.streamName, fields: [StreamField("consultation_id", "w"), StreamField("event_json", "{}")])
+        _ = try await queue.append(to: waiting.streamName, fields: [StreamField("consultation_id", "w"), StreamField("event_json", "{}")])
+        _ = try await queue.readGroup("fi-workers", consumer: "gone", from: waiting.streamName, count: 1, block: nil, ownPending: false)
+
+        let (status, output) = try await Self.run("fi-worker", ["status", "--json", "--redis-url", url, "--storage", storage])
+        #expect(status == 0, "\(output)")
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]], "\(output)")
+        let byName = Dictionary(uniqueKeysWithValues: rows.map { ($0["partition"] as? String ?? "", $0) })
+        let s = try #require(byName["site_status"])
+        #expect((s["lease_owner"] as? String)?.isEmpty == false, "the running worker holds it")
+        #expect(s["backlog"] as? Int == 0 && s["pending"] as? Int == 0 && s["dead_letters"] as? Int == 1)
+        #expect(s["rows"] as? Int == 5 && s["last_stored_stream_id"] as? String == ids.last?.description)
+        let w = try #require(byName["partition_7"])
+        #expect(w["lease_owner"] == nil, "nobody writes partition_7")
+        #expect(w["backlog"] as? Int == 2 && w["pending"] as? Int == 1 && w["rows"] == nil)
+        #expect((w["oldest_pending_seconds"] as? Double).map { $0 >= 0 } == true)
+
+        let table = try await Self.run("fi-worker", ["status", "--redis-url", url, "--storage", storage])
+        #expect(table.status == 0)
+        #expect(table.output.contains("site_status") && table.output.contains("partition_7") && table.output.contains("(none)"), "\(table.output)")
+        worker.terminate()
+        #expect(await worker.waitForExit(timeout: .seconds(15)) == 0)
+        await queue.close()
+    }
+
+    @Test("Docs/operations.md carries each binary's configuration reference exactly as `config --reference` prints it", arguments: ["fi-server", "fi-worker"])
+    func referenceInDocs(binary: String) async throws {
+        let (status, reference) = try await Self.run(binary, ["config", "--reference"])
+        #expect(status == 0)
+        let docs = try String(contentsOf: RepositoryTests.root.appendingPathComponent("Docs/operations.md"), encoding: .utf8)
+        let begin = "<!-- BEGIN \(binary) config --reference -->\n", end = "<!-- END \(binary) config --reference -->"
+        let start = try #require(docs.range(of: begin), "no \(begin) marker")
+        let stop = try #require(docs.range(of: end, range: start.upperBound..<docs.endIndex))
+        #expect(String(docs[start.upperBound..<stop.lowerBound]) == reference, "regenerate with: \(binary) config --reference")
+    }
 }

@@ -63,3 +63,20 @@ extension OptionSpec {
         }.joined(separator: "\n")
     }
 }
+
+extension OptionSpec {
+    /// The settings as a Markdown table (`config --reference`): Docs/operations.md
+    /// carries this output, and a test keeps the two equal.
+    public static func markdownReference(_ specs: [OptionSpec]) -> String {
+        var out = "| flag | environment | default | what it sets |\n| --- | --- | --- | --- |\n"
+        for spec in specs {
+            let variables = ([spec.environmentVariable] + spec.legacyEnvironment).map { "`\($0)`" }.joined(separator: ", ")
+            let fallback = spec.defaultValue.map { "`\($0)`" } ?? "—"
+            // Markdown would take <storage> for an HTML tag.
+            let summary = spec.summary.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "<", with: "&lt;")
+                .replacingOccurrences(of: ">", with: "&gt;") + (spec.secret ? " (redacted by `config`)" : "")
+            out += "| `--\(spec.name)` | \(variables) | \(fallback) | \(summary) |\n"
+        }
+        return out
+    }
+}

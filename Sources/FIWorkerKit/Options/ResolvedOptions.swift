@@ -73,19 +73,13 @@ public struct ResolvedOptions: Sendable {
 
     /// The effective configuration as a table: setting, value (secrets redacted), source.
     public func table() -> String {
-        let rows = entries.map { ["--" + $0.spec.name, $0.displayValue, $0.source.description] }
-        let widths = (0..<3).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        let header = ["setting", "value", "source"]
-        return ([header] + rows).map { row in
-            zip(row, widths).map { $0.padding(toLength: max($1, 7), withPad: " ", startingAt: 0) }.joined(separator: "  ")
-                .trimmingCharacters(in: .whitespaces)
-        }.joined(separator: "\n") + "\n"
+        OperatorOutput.table(header: ["setting", "value", "source"], rows: entries.map { ["--" + $0.spec.name, $0.displayValue, $0.source.description] })
     }
 
     static func parseBool(_ text: String) -> Bool? {
         switch text.lowercased() {
-        case "true", "yes", "1", "on": true
-        case "false", "no", "0", "off": false
+        case "true", "yes", "1": true
+        case "false", "no", "0": false
         default: nil
         }
     }
@@ -113,13 +107,16 @@ extension ResolvedOptions {
     ///   - flags: The flags given on the command line, by name, as typed.
     ///   - environment: The process environment.
     ///   - configFile: The `--config` file (JSON, or YAML for `.yaml`/`.yml`), if any.
+    ///   - computedDefaults: Defaults known only at run time (the host name), by setting name;
+    ///     they replace the spec's descriptive default.
     /// - Throws: ``OptionError`` for an unreadable config file, a key in it that is no
     ///   setting, or a value of the wrong type — naming the setting and its source.
     public static func resolve(
         _ specs: [OptionSpec],
         flags: [String: String],
         environment: [String: String],
-        configFile: String?
+        configFile: String?,
+        computedDefaults: [String: String] = [:]
     ) async throws(OptionError) -> ResolvedOptions {
         var providers: [any ConfigProvider] = []
         var sources: [(OptionSpec) -> Source] = []
@@ -172,7 +169,7 @@ extension ResolvedOptions {
         // 5. Defaults.
         var defaults: [AbsoluteConfigKey: ConfigValue] = [:]
         for spec in specs {
-            guard let text = spec.defaultValue, let content = content(text, as: spec.kind) else { continue }
+            guard let text = computedDefaults[spec.name] ?? spec.defaultValue, let content = content(text, as: spec.kind) else { continue }
             defaults[AbsoluteConfigKey([spec.name])] = ConfigValue(content, isSecret: spec.secret)
         }
         providers.append(InMemoryProvider(name: "default", values: defaults))
@@ -187,7 +184,7 @@ extension ResolvedOptions {
             switch spec.kind {
             case .string: value = reader.string(forKey: key, isSecret: spec.secret)
             case .int: value = reader.int(forKey: key, isSecret: spec.secret).map(String.init)
-            case .double: value = reader.double(forKey: key, isSecret: spec.secret).map { String($0) }
+            case .double: value = reader.double(forKey: key, isSecret: spec.secret).map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int($0)) : String($0) }
             case .bool: value = reader.bool(forKey: key, isSecret: spec.secret).map(String.init)
             }
             guard let event = reporter.take() else {

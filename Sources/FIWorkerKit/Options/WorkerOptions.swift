@@ -10,14 +10,14 @@ public enum WorkerOptions {
     public static let defaultHTTPPort = 7002
 
     public static let redisURL = OptionSpec(
-        "redis-url", .string, default: nil, "Redis URL, redis://[:password@]host[:port][/db]",
+        "redis-url", .string, default: "redis://127.0.0.1:6379", "Redis URL, redis://[:password@]host[:port][/db]",
         legacyEnvironment: ["REDIS_URL"], secret: true)
     public static let redisCluster = OptionSpec("redis-cluster", .string, default: nil, "Redis Cluster seed nodes, host:port,host:port,…")
     public static let all = OptionSpec("all", .bool, default: "false", "Consume every fi:events:* stream, discovered as they appear")
     public static let storage = OptionSpec("storage", .string, default: "./storage", "Storage root; partition k is written to <storage>/<k>/")
     public static let group = OptionSpec("group", .string, default: "fi-workers", "Consumer group")
     public static let consumer = OptionSpec(
-        "consumer", .string, default: nil, "Consumer name (default fi-worker-<hostname>, stable across restarts on this host)")
+        "consumer", .string, default: "fi-worker-<hostname>", "Consumer name, stable across restarts on one host")
     public static let batchSize = OptionSpec("batch-size", .int, default: "256", "Entries per batch")
     public static let claimIdleMs = OptionSpec(
         "claim-idle-ms", .int, default: "30000", "Claim other consumers' pending entries once a partition has been held this long (ms)")
@@ -39,13 +39,22 @@ public enum WorkerOptions {
         httpHost, httpPort, shutdownDelay, logLevel, logFormat,
     ]
 
+    /// The run-time defaults: the consumer name carries this host's name.
+    public static var computedDefaults: [String: String] { [consumer.name: WorkerConfiguration.defaultConsumerName()] }
+
     /// The settings the resolved options describe, checked.
-    /// - Parameter partitions: The partition keys given as arguments.
+    /// - Parameters:
+    ///   - partitions: The partition keys given as arguments.
+    ///   - requirePartitions: Whether partition keys or `--all` must be given (not for `config`).
     /// - Throws: ``OptionError`` naming the setting and the source of a bad value.
-    public static func settings(from options: ResolvedOptions, partitions: [String]) throws(OptionError) -> (WorkerApplication.Settings, LogSettings) {
+    public static func settings(
+        from options: ResolvedOptions, partitions: [String], requirePartitions: Bool = true
+    ) throws(OptionError) -> (WorkerApplication.Settings, LogSettings) {
         let logging = try LogSettings(options)
         let discoverAll = options.bool(all.name)
-        try options.check(all.name, discoverAll != !partitions.isEmpty, partitions.isEmpty ? "give partition keys or --all" : "give partition keys or --all, not both")
+        if requirePartitions || (discoverAll && !partitions.isEmpty) {
+            try options.check(all.name, discoverAll != !partitions.isEmpty, partitions.isEmpty ? "give partition keys or --all" : "give partition keys or --all, not both")
+        }
         var worker = WorkerConfiguration()
         do {
             worker.partitions = try partitions.map(WorkerConfiguration.partitionKey)
@@ -69,22 +78,27 @@ public enum WorkerOptions {
         try options.check(maxDeliveries.name, deliveries >= 1, "must be at least 1")
         worker.maxDeliveries = deliveries
 
-        let url = options.string(redisURL.name), cluster = options.string(redisCluster.name)
-        let target: QueueTarget
-        switch (url, cluster) {
-        case (let url?, nil): target = .redis(url: url)
-        case (nil, let cluster?): target = .cluster(seeds: QueueTarget.seeds(cluster))
-        case (nil, nil): target = .redis(url: "redis://127.0.0.1:6379")
-        case (_?, _?):
-            throw OptionError("give --redis-url or --redis-cluster, not both (--redis-url from \(options[redisURL.name].source), --redis-cluster from \(options[redisCluster.name].source))")
-        }
-        var settings = WorkerApplication.Settings(queue: target, worker: worker)
+        var settings = WorkerApplication.Settings(queue: try queueTarget(from: options), worker: worker)
         settings.httpHost = options.string(httpHost.name)!
         let port = options.int(httpPort.name)!
         try options.check(httpPort.name, (0...65535).contains(port), "must be 0…65535")
         settings.httpPort = port
         settings.shutdownDelay = try LogSettings.seconds(options, shutdownDelay.name)
         return (settings, logging)
+    }
+
+    /// The queue: `--redis-url`, or `--redis-cluster`, or Redis on localhost.
+    public static func queueTarget(from options: ResolvedOptions) throws(OptionError) -> QueueTarget {
+        // --redis-url has a default; a --redis-cluster given anywhere beats only that default.
+        let url = options[redisURL.name].source == .defaultValue ? nil : options.string(redisURL.name)
+        switch (url, options.string(redisCluster.name)) {
+        case (let url?, nil): return .redis(url: url)
+        case (nil, let cluster?): return .cluster(seeds: QueueTarget.seeds(cluster))
+        case (nil, nil): return .redis(url: options.string(redisURL.name) ?? "redis://127.0.0.1:6379")
+        case (_?, _?):
+            throw OptionError(
+                "give --redis-url or --redis-cluster, not both (--redis-url from \(options[redisURL.name].source), --redis-cluster from \(options[redisCluster.name].source))")
+        }
     }
 
     /// The log level and format, checked.

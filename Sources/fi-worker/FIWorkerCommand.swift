@@ -23,7 +23,7 @@ struct FIWorkerCommand: AsyncParsableCommand {
             \(OptionSpec.helpTable(WorkerOptions.specs))
             """,
         version: BuildInfo.versionLine,
-        subcommands: [Serve.self, ConfigCommand.self],
+        subcommands: [Serve.self, ConfigCommand.self, StatusCommand.self, DeadLettersCommand.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -57,20 +57,59 @@ struct Serve: AsyncParsableCommand {
 
 /// `fi-worker config`: the effective settings and where each value came from, secrets redacted.
 struct ConfigCommand: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            commandName: "config",
-            abstract: "Print the effective settings and where each came from (flag, env, file, default); secrets redacted."
-        )
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Print the effective settings and where each came from (flag, env, file, default); secrets redacted."
+    )
 
-        @Argument(help: "Partition keys, as for fi-worker itself.")
-        var partitions: [String] = []
+    @Argument(help: "Partition keys, as for fi-worker itself.")
+    var partitions: [String] = []
 
-        @OptionGroup var flags: WorkerFlags
+    @OptionGroup var flags: WorkerFlags
 
-        func run() async throws {
-            let options = try await flags.options()
-            print(options.table(), terminator: "")
+    @Flag(help: "Print every setting as a Markdown table instead (Docs/operations.md carries it).")
+    var reference = false
+
+    func run() async throws {
+        if reference {
+            print(OptionSpec.markdownReference(WorkerOptions.specs), terminator: "")
+            return
         }
+        _ = try await flags.resolve(partitions: partitions, requirePartitions: false)  // a bad value exits 64 here too
+        print(try await flags.options().table(), terminator: "")
+    }
+}
+
+/// `fi-worker status`: every partition's lease owner, backlog, pending entries, dead letters and corpus.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show every partition: lease owner, backlog, pending, oldest pending age, dead letters, last stored stream id, rows."
+    )
+
+    @OptionGroup var flags: ConnectionFlags
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() async throws {
+        let options = try await flags.options()
+        let target: QueueTarget
+        do {
+            target = try WorkerOptions.queueTarget(from: options)
+        } catch {
+            FileHandle.standardError.write(Data("fi-worker status: error: \(error)\n".utf8))
+            throw ExitCode(64)
+        }
+        do {
+            let statuses = try await WorkerStatus.collect(
+                target: target, group: options.string(WorkerOptions.group.name)!, storageRoot: options.string(WorkerOptions.storage.name)!)
+            print(json ? try WorkerStatus.json(statuses) : WorkerStatus.table(statuses), terminator: "")
+        } catch {
+            FileHandle.standardError.write(Data("fi-worker status: error: \(target): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
 }
 
 /// fi-worker's flags. Each is optional: unset, the value comes from the
@@ -110,24 +149,45 @@ struct WorkerFlags: ParsableArguments {
 
     /// The settings from flags, environment, config file and defaults; a bad value exits 64.
     func options() async throws -> ResolvedOptions {
+        try await Self.options(given: given, config: config)
+    }
+
+    static func options(given: [String: String], config: String?) async throws -> ResolvedOptions {
         do {
             let environment = ProcessInfo.processInfo.environment
             return try await ResolvedOptions.resolve(
                 WorkerOptions.specs, flags: given, environment: environment,
-                configFile: config ?? environment["FI_CONFIG"].flatMap { $0.isEmpty ? nil : $0 })
+                configFile: config ?? environment["FI_CONFIG"].flatMap { $0.isEmpty ? nil : $0 },
+                computedDefaults: WorkerOptions.computedDefaults)
         } catch {
             FileHandle.standardError.write(Data("fi-worker: error: \(error)\n".utf8))
             throw ExitCode(64)
         }
     }
 
-    func resolve(partitions: [String]) async throws -> (WorkerApplication.Settings, WorkerOptions.LogSettings) {
+    func resolve(partitions: [String], requirePartitions: Bool = true) async throws -> (WorkerApplication.Settings, WorkerOptions.LogSettings) {
         let options = try await options()
         do {
-            return try WorkerOptions.settings(from: options, partitions: partitions)
+            return try WorkerOptions.settings(from: options, partitions: partitions, requirePartitions: requirePartitions)
         } catch {
             FileHandle.standardError.write(Data("fi-worker: error: \(error)\n".utf8))
             throw ExitCode(64)
         }
+    }
+}
+
+/// The flags of the operator commands (`status`, `dead-letters`): where the queue
+/// and the storage are. The other settings come from the environment, the config
+/// file or their defaults, as for `fi-worker serve`.
+struct ConnectionFlags: ParsableArguments {
+    @Option(help: .init(WorkerOptions.redisURL.help)) var redisURL: String?
+    @Option(help: .init(WorkerOptions.redisCluster.help)) var redisCluster: String?
+    @Option(help: .init(WorkerOptions.storage.help)) var storage: String?
+    @Option(help: .init(WorkerOptions.group.help)) var group: String?
+    @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
+
+    func options() async throws -> ResolvedOptions {
+        let given: [String: String?] = ["redis-url": redisURL, "redis-cluster": redisCluster, "storage": storage, "group": group]
+        return try await WorkerFlags.options(given: given.compactMapValues { $0 }, config: config)
     }
 }
