@@ -44,6 +44,10 @@ public struct ServerSettings: Sendable {
     /// The event loops of the HTTP server and of the Redis connections: one group, so that a
     /// request's append is written and answered on the loop the request is served on.
     public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    /// On SIGTERM, how long `/health/ready` answers 503 before the server stops accepting.
+    public var shutdownDelay: Duration = .zero
+    /// Trace export (off without an endpoint).
+    public var traces = Traces.Settings()
 
     public init() {}
 }
@@ -60,6 +64,7 @@ public enum ServerApplication {
         settings: ServerSettings,
         queue: any EventQueue,
         registry: PrometheusCollectorRegistry,
+        readiness: Readiness? = nil,
         logger: Logger
     ) throws -> some ApplicationProtocol {
         var tokens: TokenStore?
@@ -85,15 +90,11 @@ public enum ServerApplication {
 
         let router = Router()
         router.add(middleware: RequestMiddleware())
+        // A server span per request, continuing the caller's traceparent (only when a tracer is bootstrapped).
+        if Traces.isEnabled { router.add(middleware: TracingMiddleware()) }
         api.addRoutes(to: router)
         CapacityAPI(registry: registry, tokens: tokens).addRoutes(to: router)
-        router.get("/metrics") { _, _ -> Response in
-            Response(
-                status: .ok,
-                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
-            )
-        }
+        Observability.addRoutes(to: router, registry: registry, readiness: readiness ?? Self.readiness(settings, queue: queue))
 
         return Application(
             router: router,
@@ -108,7 +109,11 @@ public enum ServerApplication {
     /// Connects (or, embedded, starts in-process workers) and serves until
     /// SIGTERM/SIGINT. Embedded mode then drains: every event answered 202 is
     /// in its corpus before the process exits.
-    public static func run(settings: ServerSettings, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
+    /// - Parameter observability: Services of the executable's own bootstraps (the trace
+    ///   exporter): started first and stopped last, so they see everything.
+    public static func run(
+        settings: ServerSettings, registry: PrometheusCollectorRegistry, observability: [any Service] = [], logger: Logger
+    ) async throws {
         let queue: any EventQueue
         let target = settings.queue ?? .inMemory
         do {
@@ -119,8 +124,9 @@ public enum ServerApplication {
             throw StartupError(description: "cannot reach \(target): \(reason.split(whereSeparator: \.isNewline).joined(separator: " "))")
         }
 
-        let app = try buildApplication(settings: settings, queue: queue, registry: registry, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        let readiness = Self.readiness(settings, queue: queue)
+        let app = try buildApplication(settings: settings, queue: queue, registry: registry, readiness: readiness, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = observability.map { .init(service: $0) }
         if settings.queue == nil {
             var worker = settings.embeddedWorker
             worker.storageRoot = settings.storageRoot
@@ -133,6 +139,8 @@ public enum ServerApplication {
             services.append(.init(service: EventWorker(queue: queue, configuration: worker, options: options, logger: logger)))
         }
         services.append(.init(service: app))
+        // Last, so the first told to stop: ready turns 503 before the server stops accepting.
+        services.append(.init(service: DrainService(readiness: readiness, delay: settings.shutdownDelay, logger: logger)))
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
@@ -147,5 +155,15 @@ public enum ServerApplication {
         )
         try await group.run()
         await queue.close()
+    }
+
+    /// Ready: the queue answers, storage is usable (writable when embedded workers
+    /// write it; readable, if it exists yet, when fi-server only reads it), and
+    /// not shutting down.
+    static func readiness(_ settings: ServerSettings, queue: any EventQueue) -> Readiness {
+        Readiness(checks: [
+            ("queue", { await (try? queue.ping()) == nil ? "queue unreachable" : nil }),
+            ("storage", Readiness.storage(settings.storageRoot, writable: settings.queue == nil)),
+        ])
     }
 }
