@@ -239,13 +239,23 @@ bench_worker() {
 bench_http() {
     build_binaries
     machine
-    local port=${FI_BENCH_REDIS_PORT:-6597} lua="$peer_lua" duration=${DURATION:-20s} storage rss out round child
+    local port=${FI_BENCH_REDIS_PORT:-6597} tls_port=${FI_BENCH_REDIS_TLS_PORT:-6595} lua="$peer_lua" duration=${DURATION:-20s} storage rss out round child
     local fi=() fip99=() firss=() ficpu=() py=() pyp99=() pyrss=() pycpu=() br=() brp99=() brcpu=() errors=0
+    local ficsw=() brcsw=() tl=() tlp99=() tlcpu=() certs tls_dir
     pid=""
     start_redis "$port"
+    # The same Redis again, TLS only (certificates from scripts/tls-certs.sh): fi-server over rediss:// is
+    # measured beside fi-server over redis:// in every round, for what TLS costs.
+    certs=$(mktemp -d /tmp/fi-bench-tls.XXXXXX)
+    "$here/../scripts/tls-certs.sh" "$certs"
+    tls_dir=$(mktemp -d /tmp/fi-bench-redis.XXXXXX)
+    redis-server --bind 127.0.0.1 --port 0 --tls-port "$tls_port" --tls-cert-file "$certs/server.crt" --tls-key-file "$certs/server.key" \
+        --tls-ca-cert-file "$certs/ca.crt" --tls-auth-clients no --dir "$tls_dir" --daemonize yes --pidfile "$tls_dir/redis.pid" \
+        --logfile "$tls_dir/redis.log" --save '' --appendonly no --maxmemory-policy noeviction
+    for _ in $(seq 1 50); do redis-cli --tls --cacert "$certs/ca.crt" -p "$tls_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
     # (Each kill ends in `|| true`: under set -e a failed kill of an exited process would end the trap
     # before stop_redis, leaving the throwaway Redis running.)
-    trap '{ [ -n "$pid" ] && kill "$pid" 2>/dev/null; } || true; stop_redis' EXIT
+    trap '{ [ -n "$pid" ] && kill "$pid" 2>/dev/null; } || true; { kill "$(cat "'"$tls_dir"'/redis.pid")" 2>/dev/null; } || true; stop_redis; rm -rf "'"$certs"'" "'"$tls_dir"'"' EXIT
     storage=$(mktemp -d /tmp/fi-bench-storage.XXXXXX)
     # CPU (user + system, clock ticks) of $pid and its children: fi-server's threads, or uvicorn's master and workers.
     ticks() {
@@ -253,13 +263,21 @@ bench_http() {
         for p in "$pid" $(pgrep -P "$pid" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
         echo "$t"
     }
-    run_wrk() { # label url: a 3 s warm-up, then the measured run; adds the server's CPU per request
-        local before
+    # Context switches (voluntary + involuntary) of every thread of $pid and its children.
+    switches() {
+        local s=0 p
+        for p in "$pid" $(pgrep -P "$pid" || true); do
+            s=$((s + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}')))
+        done
+        echo "$s"
+    }
+    run_wrk() { # label url: a 3 s warm-up, then the measured run; adds the server's CPU and context switches per request
+        local before before_cs
         wrk -t2 -c64 -d3s -s "$lua" "$2" >/dev/null 2>&1 || true
-        before=$(ticks)
+        before=$(ticks) before_cs=$(switches)
         out=$(wrk -t2 -c64 -d"$duration" --latency -s "$lua" "$2" | grep RESULT | sed "s/^RESULT /RESULT bench=http round=$round impl=$1 /")
-        out+=$(awk -v t="$(($(ticks) - before))" -v n="$(field requests "$out")" -v hz="$(getconf CLK_TCK)" \
-            'BEGIN{printf " cpu_us_per_request=%.1f", (n > 0 ? t / hz * 1e6 / n : 0)}')
+        out+=$(awk -v t="$(($(ticks) - before))" -v c="$(($(switches) - before_cs))" -v n="$(field requests "$out")" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN{printf " cpu_us_per_request=%.1f context_switches_per_request=%.2f", (n > 0 ? t / hz * 1e6 / n : 0), (n > 0 ? c / n : 0)}')
         echo "$out"
     }
     errs() { awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^err_/) { split($i, kv, "="); s += kv[2] } } END { print s + 0 }' <<<"$1"; }
@@ -270,6 +288,7 @@ bench_http() {
         for _ in $(seq 1 100); do curl -sf http://127.0.0.1:7301/health >/dev/null && break; sleep 0.1; done
         run_wrk fi-server http://127.0.0.1:7301
         fi+=("$(field rps "$out")") fip99+=("$(field p99_ms "$out")") ficpu+=("$(field cpu_us_per_request "$out")")
+        ficsw+=("$(field context_switches_per_request "$out")")
         errors=$((errors + $(errs "$out")))
         rss=$(peak_rss_kb "$pid")
         firss+=("$(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}')")
@@ -298,15 +317,29 @@ bench_http() {
         sleep 1
         run_wrk bare-hummingbird http://127.0.0.1:7201
         br+=("$(field rps "$out")") brp99+=("$(field p99_ms "$out")") brcpu+=("$(field cpu_us_per_request "$out")")
+        brcsw+=("$(field context_switches_per_request "$out")")
         kill -TERM "$pid"; wait "$pid" || true
         pid=""
+
+        "$server" --port 7302 --redis-url "rediss://127.0.0.1:$tls_port" --redis-tls-ca "$certs/ca.crt" --storage "$storage" \
+            --max-backlog 100000000 --log-level warning &
+        pid=$!
+        for _ in $(seq 1 100); do curl -sf http://127.0.0.1:7302/health >/dev/null && break; sleep 0.1; done
+        run_wrk fi-server-tls http://127.0.0.1:7302
+        tl+=("$(field rps "$out")") tlp99+=("$(field p99_ms "$out")") tlcpu+=("$(field cpu_us_per_request "$out")")
+        errors=$((errors + $(errs "$out")))
+        kill -TERM "$pid"; wait "$pid" || true
+        pid=""
+        redis-cli --tls --cacert "$certs/ca.crt" -p "$tls_port" flushall >/dev/null
     done
     rm -rf "$storage"
     awk -v f="$(median "${fi[@]}")" -v p="$(median "${py[@]}")" -v b="$(median "${br[@]}")" \
         -v f99="$(median "${fip99[@]}")" -v p99="$(median "${pyp99[@]}")" -v b99="$(median "${brp99[@]}")" \
         -v r="$(median "${firss[@]}")" -v pr="$(median "${pyrss[@]}")" -v e="$errors" -v d="$duration" \
         -v fc="$(median "${ficpu[@]}")" -v pc="$(median "${pycpu[@]}")" -v bc="$(median "${brcpu[@]}")" \
-        'BEGIN{printf "RESULT bench=http-median rounds=3 duration=%s fi_server_rps=%d python_rps=%d bare_rps=%d ratio=%.2f fraction_of_bare=%.2f fi_server_p99_ms=%.2f python_p99_ms=%.2f bare_p99_ms=%.2f fi_server_peak_rss_mb=%.1f python_peak_rss_mb=%.1f fi_server_errors=%d fi_server_cpu_us_per_request=%.1f python_cpu_us_per_request=%.1f bare_cpu_us_per_request=%.1f\n", d, f, p, b, f/p, f/b, f99, p99, b99, r, pr, e, fc, pc, bc}'
+        -v fs="$(median "${ficsw[@]}")" -v bs="$(median "${brcsw[@]}")" \
+        -v t="$(median "${tl[@]}")" -v t99="$(median "${tlp99[@]}")" -v tc="$(median "${tlcpu[@]}")" \
+        'BEGIN{printf "RESULT bench=http-median rounds=3 duration=%s fi_server_rps=%d python_rps=%d bare_rps=%d ratio=%.2f fraction_of_bare=%.2f fi_server_p99_ms=%.2f python_p99_ms=%.2f bare_p99_ms=%.2f fi_server_peak_rss_mb=%.1f python_peak_rss_mb=%.1f fi_server_errors=%d fi_server_cpu_us_per_request=%.1f python_cpu_us_per_request=%.1f bare_cpu_us_per_request=%.1f fi_server_cs_per_request=%.2f bare_cs_per_request=%.2f tls_rps=%d tls_p99_ms=%.2f tls_cpu_us_per_request=%.1f tls_fraction_of_plain=%.2f\n", d, f, p, b, f/p, f/b, f99, p99, b99, r, pr, e, fc, pc, bc, fs, bs, t, t99, tc, t/f}'
 }
 
 # Consultation sessions (fi-load, see Docs/capacity.md): each of the plan's milestones — 300, 1,000
