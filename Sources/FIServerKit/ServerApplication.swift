@@ -54,6 +54,16 @@ public struct ServerSettings: Sendable {
 
 /// Builds and runs fi-server.
 public enum ServerApplication {
+    /// Makes NIO's event loops (``ServerSettings/eventLoopGroup``'s default, the singleton group)
+    /// Swift Concurrency's global executor, so that a request's task runs on the event loop that
+    /// serves its connection and its append is written, and answered, on that same loop — no
+    /// thread hop per request. A process-wide choice: only an executable makes it, from its main
+    /// thread, before any task runs (fi-server's `main`). Returns whether it was installed.
+    @discardableResult
+    public static func runTasksOnEventLoops() -> Bool {
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
+
     /// A start-up failure with a one-line reason for the operator.
     public struct StartupError: Error, CustomStringConvertible {
         public let description: String

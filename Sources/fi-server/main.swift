@@ -35,6 +35,21 @@ struct FIServerCommand: AsyncParsableCommand {
 
     @OptionGroup var flags: ServerFlags
 
+    // Issue 17: request tasks on the event loops, so a request and its Redis append stay on one loop.
+    static func main() async {
+        if ProcessInfo.processInfo.environment["FI_BENCH_POOL_EXECUTOR"] == nil { ServerApplication.runTasksOnEventLoops() }
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     func run() async throws {
         let (settings, logging) = try await flags.resolve()
         Observability.bootstrapLogging(level: logging.level, format: logging.format)
