@@ -37,7 +37,7 @@ struct FIServerCommand: AsyncParsableCommand {
 
     // Issue 17: request tasks on the event loops, so a request and its Redis append stay on one loop.
     static func main() async {
-        if ProcessInfo.processInfo.environment["FI_BENCH_POOL_EXECUTOR"] == nil { ServerApplication.runTasksOnEventLoops() }
+        ServerApplication.runTasksOnEventLoops()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {
