@@ -61,7 +61,7 @@ build() {
                 $(objects Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims) -lstdc++) ;;
         redis_reply)
             args=(-module-name FuzzRedisReply -I Sources/CHiredis $(pkg-config --cflags-only-I hiredis | sed 's/-I/-Xcc -I/g')
-                Sources/FIQueue/EventQueue.swift Sources/FIQueue/Redis/{RedisReplyDecoder,RedisReplies,ClusterSlots}.swift
+                Sources/FIQueue/EventQueue.swift Sources/FIQueue/Redis/{RedisReplyDecoder,RedisReplies,ClusterSlots,RedisClusterRouter}.swift
                 Fuzz/Targets/RedisReplyFuzz.swift $(objects FIStreamID) $(pkg-config --libs hiredis)) ;;
         corpus_reader)
             args=(-module-name FuzzCorpusReader -I Sources/CHDF5 $(pkg-config --cflags-only-I hdf5 | sed 's/-I/-Xcc -I/g')

@@ -72,9 +72,13 @@ public func fuzzRedisReply(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             _ = RedisReplies.serverError(text)
             // A cluster redirect: "MOVED <slot> <host:port>".
             let parts = text.split(separator: " ")
-            if parts.count >= 3, let (host, port) = try? RedisEndpoint.hostPort(String(parts[2]), defaultPort: 6379) {
-                precondition(!host.isEmpty && (1...65_535).contains(port))
+            if parts.count >= 3, let address = RedisClusterRouter.address(String(parts[2]), answeredBy: "seed:7000") {
+                precondition(address.contains(":"))
             }
+            // The router's state machine on the same text: whatever it says, it never traps.
+            var router = RedisClusterRouter(maxRedirects: 3)
+            var redirects = 0
+            _ = router.next(afterReply: text, slot: 0, from: "seed:7000", redirects: &redirects)
         }
         if let raw = generic.bytes, let id = StreamEntryID(bytes: raw) {
             precondition(StreamEntryID(id.description) == id)
