@@ -6,7 +6,7 @@ import PackageDescription
 //   FIStreamID, FILocking                — vocabulary: the stream-id type, the lock
 //   FIPartitioning                       — partition keys (swift-crypto's MD5)
 //   FIQueue   = CHiredis + FIStreamID    — Redis Streams queue: in-memory and hiredis backends
-//   FIStorage = CHDF5 + FIStreamID       — HDF5 append store
+//   FIStorage = CHDF5 + FIStreamID       — HDF5 append store (segments; swift-crypto's SHA-256)
 //     (FIPartitioning, FIQueue and FIStorage know nothing of each other or of HTTP)
 //   FICapacity = FIPartitioning          — capacity planning
 //   FIBuildInfo                          — version and git commit (BuildInfoPlugin)
@@ -81,6 +81,8 @@ let package = Package(
             name: "FIStorage",
             dependencies: [
                 "CHDF5", "FILocking", "FIStreamID",
+                // SHA-256 of closed segments (manifest.json, verification).
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -4,8 +4,8 @@ import Foundation
 import Logging
 
 /// `fi-worker`: persists queued events into per-partition HDF5 corpus files.
-/// Only parses flags; FIWorkerKit does the work.
-@main
+/// Only parses flags; FIWorkerKit does the work. (Top-level code rather than
+/// `@main`: the subcommands live in files of their own.)
 struct FIWorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fi-worker",
@@ -15,6 +15,9 @@ struct FIWorkerCommand: AsyncParsableCommand {
             as it appears. Each partition is written by one worker at a time (a lease in Redis); entries are \
             acknowledged only after their rows are flushed and fsynced. SIGTERM/SIGINT finishes the batch in \
             hand, then exits 0. REDIS_URL is read when neither --redis-url nor --redis-cluster is given.
+
+            `fi-worker corpus erase|verify` erases one consultation or verifies closed segments \
+            (`fi-worker corpus --help`).
             """,
         version: BuildInfo.versionLine
     )
@@ -31,7 +34,7 @@ struct FIWorkerCommand: AsyncParsableCommand {
     @Option(help: "Redis Cluster seed nodes, host:port,host:port,….")
     var redisCluster: String?
 
-    @Option(help: "Storage root; partition k is written to <storage>/<k>/corpus.h5.")
+    @Option(help: "Storage root; partition k is written to segment files in <storage>/<k>/.")
     var storage = "./storage"
 
     @Option(help: "Consumer group.")
@@ -61,6 +64,15 @@ struct FIWorkerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Close a partition's corpus segment once it reaches this size (e.g. 1GiB; 0: no limit).")
+    var segmentMaxBytes = "1GiB"
+
+    @Option(help: "… or this age (e.g. 24h, 7d; 0: no limit).")
+    var segmentMaxAge = "24h"
+
+    @Option(help: "Delete closed segments whose newest event is older than this (e.g. 5y; default: keep everything).")
+    var retention = "off"
+
     func validate() throws {
         if all == !partitions.isEmpty {
             throw ValidationError("give partition keys or --all (not both)")
@@ -73,6 +85,10 @@ struct FIWorkerCommand: AsyncParsableCommand {
         if leaseTtlMs < 300 { throw ValidationError("--lease-ttl-ms must be at least 300") }
         if maxDeliveries < 1 { throw ValidationError("--max-deliveries must be at least 1") }
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0…65535") }
+        var probe = WorkerConfiguration()
+        do { try CorpusTool.applySegmentFlags(&probe, maxBytes: segmentMaxBytes, maxAge: segmentMaxAge, retention: retention) } catch {
+            throw ValidationError("\(error)")
+        }
     }
 
     func run() async throws {
@@ -94,6 +110,7 @@ struct FIWorkerCommand: AsyncParsableCommand {
         worker.claimIdle = .milliseconds(claimIdleMs)
         worker.leaseTTL = .milliseconds(leaseTtlMs)
         worker.maxDeliveries = maxDeliveries
+        try CorpusTool.applySegmentFlags(&worker, maxBytes: segmentMaxBytes, maxAge: segmentMaxAge, retention: retention)
 
         let target = QueueTarget.fromFlags(
             redisURL: redisURL,
@@ -113,3 +130,14 @@ struct FIWorkerCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Runs a command's async `main` (a plain call here picks the synchronous one).
+func start<Command: AsyncParsableCommand>(_: Command.Type, _ arguments: [String]?) async { await Command.main(arguments) }
+
+// `corpus …` is dispatched before the root command parses: its PARTITION_KEY
+// arguments would otherwise take the subcommand's words.
+if CommandLine.arguments.dropFirst().first == "corpus" {
+    await start(CorpusCommand.self, Array(CommandLine.arguments.dropFirst(2)))
+} else {
+    await start(FIWorkerCommand.self, nil)
+}
