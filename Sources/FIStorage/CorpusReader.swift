@@ -69,6 +69,7 @@ public final class CorpusReader: Sendable {
             queue.async {
                 continuation.resume(with: Result {
                     let core = try make()
+                    core.idle()
                     return (core, core.rowCount)
                 })
             }
@@ -118,8 +119,13 @@ public final class CorpusReader: Sendable {
     }
 
     private func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try body() }) }
+        let core = self.core
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                let result = Result { try body() }
+                core.idle()
+                continuation.resume(with: result)
+            }
         }
     }
 }
@@ -132,6 +138,8 @@ protocol ReaderEngine: AnyObject, Sendable {
     func records(after id: StreamEntryID?, limit: Int) throws -> [CorpusRecord]
     func records(consultationID: String) throws -> [CorpusRecord]
     func close() throws
+    /// Called after each public operation (see ``InProcessFiles``).
+    func idle()
 }
 
 /// One file's reader; touched only on its owner's serial queue.
@@ -145,6 +153,8 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
     private var columns: CorpusColumns?
     private var isClosed = false
     private let metadataReadAttempts: UInt32
+    /// The open file in ``InProcessFiles`` (counted as one reader).
+    private var fileKey: InProcessFiles.Key?
     private(set) var rowCount = 0
     /// Hash of a consultation id's bytes → its rows, ascending. Collisions are
     /// resolved when the rows are read.
@@ -169,10 +179,22 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
     }
 
     private func openFile() throws -> CorpusColumns {
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard let key = InProcessFiles.key(path: path) else {
             throw StorageError(code: .io, message: "no corpus file at \(path)")
         }
-        return try HDF5Library.withLock {
+        InProcessFiles.readerOpened(key)
+        do {
+            let columns = try openColumns()
+            fileKey = key
+            return columns
+        } catch {
+            InProcessFiles.readerClosed(key)
+            throw error
+        }
+    }
+
+    private func openColumns() throws -> CorpusColumns {
+        try HDF5Library.withLock {
             let fapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_FILE_ACCESS()), .plist, "H5Pcreate(fapl)")
             try HDF5Library.check(H5Pset_file_locking(fapl.id, false, true), "H5Pset_file_locking(off)")
             // A SWMR reader re-reads metadata whose checksum fails (a writer may
@@ -196,6 +218,21 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
 
     deinit {
         if let columns { _ = columns.close() }
+        if let fileKey { InProcessFiles.readerClosed(fileKey) }
+    }
+
+    /// Closes the HDF5 identifiers and leaves ``InProcessFiles``.
+    private func closeColumns(_ columns: CorpusColumns) -> Int32 {
+        let status = HDF5Library.withLock { columns.close() }
+        if let fileKey { InProcessFiles.readerClosed(fileKey) }
+        fileKey = nil
+        return status
+    }
+
+    /// After an operation: lets go of a file that a writer of this process
+    /// has open (see ``InProcessFiles``); the next read reopens it.
+    func idle() {
+        if let fileKey, InProcessFiles.isWritten(fileKey) { suspend() }
     }
 
     /// The open columns, reopening the file of a suspended reader.
@@ -214,14 +251,14 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
     func suspend() {
         guard let columns else { return }
         self.columns = nil
-        _ = HDF5Library.withLock { columns.close() }
+        _ = closeColumns(columns)
     }
 
     func close() throws {
         isClosed = true
         guard let columns else { return }
         self.columns = nil
-        let status = HDF5Library.withLock { columns.close() }
+        let status = closeColumns(columns)
         if status < 0 { throw HDF5Library.withLock { HDF5Library.error("H5Fclose(\(path))") } }
     }
 

@@ -45,6 +45,10 @@ final class PartitionReaderCore: ReaderEngine, @unchecked Sendable {
 
     var rowCount: Int { slots.reduce(0) { $0 + $1.rows } }
 
+    func idle() {
+        for slot in slots { slot.core.idle() }
+    }
+
     func close() throws {
         isClosed = true
         for slot in slots { try? slot.core.close() }

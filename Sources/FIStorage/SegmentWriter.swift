@@ -15,6 +15,8 @@ final class SegmentWriter: @unchecked Sendable {
     let logger: Logger
     private var columns: CorpusColumns?
     private var fd: Int32 = -1
+    /// This file in ``InProcessFiles`` while it is open.
+    private var fileKey: InProcessFiles.Key?
     private(set) var rowCount = 0
     private(set) var payloadBytes = 0
     /// The stream ids of the first and last whole rows.
@@ -58,6 +60,7 @@ final class SegmentWriter: @unchecked Sendable {
 
     deinit {
         if let columns { _ = columns.close() }
+        if let fileKey { InProcessFiles.endWriting(fileKey) }
     }
 
     var isOpen: Bool { columns != nil }
@@ -105,6 +108,8 @@ final class SegmentWriter: @unchecked Sendable {
         self.createdAtMs = created
         fd = HDF5Library.withLock { CHDF5_file_descriptor(columns.file.id) }
         guard fd >= 0 else { throw HDF5Library.error("H5Fget_vfd_handle(\(path))") }
+        fileKey = InProcessFiles.key(fd: fd)
+        if let fileKey { InProcessFiles.beginWriting(fileKey) }
         if cut { try POSIX.dataSync(fd: fd, path: path) }
     }
 
@@ -282,6 +287,16 @@ final class SegmentWriter: @unchecked Sendable {
     func close() throws {
         guard let columns else { return }
         self.columns = nil
+        if let fileKey {
+            // A reader of this process holding the file would delay HDF5's real close (see InProcessFiles).
+            if !InProcessFiles.waitForReaders(fileKey) {
+                logger.debug("a reader of this process still holds the file; its close completes when that reader lets go")
+            }
+        }
+        defer {
+            if let fileKey { InProcessFiles.endWriting(fileKey) }
+            fileKey = nil
+        }
         let status = HDF5Library.withLock { () -> herr_t in
             if failure == nil { _ = H5Fflush(columns.file.id, H5F_SCOPE_GLOBAL) }
             return columns.close()
