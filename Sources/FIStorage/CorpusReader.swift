@@ -155,6 +155,11 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
     private let metadataReadAttempts: UInt32
     /// The open file in ``InProcessFiles`` (counted as one reader).
     private var fileKey: InProcessFiles.Key?
+    /// Opened since the last refresh: the datasets are current, no `H5Drefresh`
+    /// needed — and none wanted: refreshing a dataset that another handle of
+    /// this process also has open corrupts HDF5's shared chunk index (seen as
+    /// one chunk's values read for another).
+    private var freshlyOpened = false
     private(set) var rowCount = 0
     /// Hash of a consultation id's bytes → its rows, ascending. Collisions are
     /// resolved when the rows are read.
@@ -186,6 +191,7 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
         do {
             let columns = try openColumns()
             fileKey = key
+            freshlyOpened = true
             return columns
         } catch {
             InProcessFiles.readerClosed(key)
@@ -391,8 +397,13 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
 
     func refresh() throws -> Int {
         let columns = try open()
+        // Another handle of this process on the file: its datasets share ours,
+        // so H5Drefresh is unsafe (see `freshlyOpened`); reopening picks up what
+        // HDF5 knows instead.
+        let refreshDatasets = !freshlyOpened && (fileKey.map(InProcessFiles.readerCount) ?? 0) <= 1
+        freshlyOpened = false
         let n = try HDF5Library.withLock { () throws -> Int in
-            for column in columns.all { try column.refresh() }
+            if refreshDatasets { for column in columns.all { try column.refresh() } }
             var n = try columns.rowColumns.map { try $0.count() }.min() ?? 0
             // Rows never written read as zeros: a length beyond the storage of
             // an (unfiltered) row column is corruption or a torn extension.

@@ -45,6 +45,9 @@ enum InProcessFiles {
     static func readerOpened(_ key: Key) { update(key) { $0.readers += 1 } }
     static func readerClosed(_ key: Key) { update(key) { $0.readers = max(0, $0.readers - 1) } }
 
+    /// How many readers of this process have the file open.
+    static func readerCount(_ key: Key) -> Int { files.withLock { $0[key]?.readers ?? 0 } }
+
     /// Whether a writer of this process has the file open.
     static func isWritten(_ key: Key) -> Bool { files.withLock { $0[key]?.writing ?? false } }
 
