@@ -8,10 +8,14 @@
 #                   loads a configuration and would otherwise fail on them
 #   haproxy -c      deploy/haproxy.cfg as is (its servers use init-addr none:
 #                   unresolvable names are warnings, any other warning fails)
-#   promtool        check config of both Prometheus files, check rules alerts.yml
+#   promtool        check config of both Prometheus files, check rules alerts.yml,
+#                   test rules alerts.test.yml (the alerts fire on the series
+#                   they are meant for, and only on those)
 #   redis-server    started with deploy/redis.conf on a free loopback port; the
 #                   settings that matter are read back
-#   check_compose   both compose files parsed and checked for services and flags
+#   check_compose   both compose files parsed and checked for services and
+#                   settings, the Prometheus targets, the dashboard's metrics,
+#                   and every alert's runbook section in Docs/operations.md
 #
 #   deploy/check-configs.sh [DEPLOY_DIR]     # default: this script's directory
 set -euo pipefail
@@ -83,6 +87,12 @@ if promtool=$(tool promtool); then
         ok "promtool check rules prometheus/alerts.yml"
     else
         fail "promtool check rules prometheus/alerts.yml: $out"
+    fi
+    # Relative paths: the test file names alerts.yml beside it.
+    if out=$(cd "$dir/prometheus" && "$promtool" test rules alerts.test.yml 2>&1); then
+        ok "promtool test rules prometheus/alerts.test.yml"
+    else
+        fail "promtool test rules prometheus/alerts.test.yml: $out"
     fi
 else
     fail "promtool is not installed (Debian package prometheus; scripts/setup.sh)"

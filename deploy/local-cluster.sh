@@ -4,8 +4,8 @@
 #   a 3-master Redis Cluster        127.0.0.1:$FI_LC_REDIS_BASE..+2         (31001..31003)
 #   N fi-server processes            127.0.0.1:$FI_LC_SERVER_BASE..+N-1      (7101..7103)
 #   HAProxy in front, roundrobin,    127.0.0.1:$FI_LC_HTTP_PORT              (8080)
-#     `option httpchk GET /health` every second
-#   M fi-worker --all                (metrics on $FI_LC_METRICS_BASE..+M-1 if set)
+#     `option httpchk GET /health/ready` every second
+#   M fi-worker --all                (HTTP: metrics and probes on $FI_LC_METRICS_BASE..+M-1 if set, else off)
 #
 #   deploy/local-cluster.sh up       # start everything, wait until healthy, print the env
 #   deploy/local-cluster.sh status   # what runs, per pid file
@@ -164,7 +164,9 @@ up() {
     done
     for i in $(seq 1 "$workers"); do
         local metrics=()
-        [ -z "$metrics_base" ] || metrics=(--metrics-port "$((metrics_base + i - 1))")
+        # Several workers on one host: each its own HTTP port, or none.
+        metrics=(--http-port 0)
+        [ -z "$metrics_base" ] || metrics=(--http-port "$((metrics_base + i - 1))")
         # shellcheck disable=SC2086
         start "fi-worker-$i" "$bin/fi-worker" --all --redis-cluster "$seeds" --storage "$storage" \
             --consumer "fi-worker-$i" "${metrics[@]}" ${FI_LC_WORKER_ARGS:-}
@@ -194,9 +196,9 @@ frontend fi_http
 
 backend fi_servers
     balance roundrobin
-    option httpchk GET /health
+    option httpchk GET /health/ready
     http-check expect status 200
-    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
+    default-server inter 1s fall 2 rise 2
 CFG
         for i in $(seq 1 "$servers"); do
             echo "    server fi-server-$i 127.0.0.1:$((server_base + i - 1)) check"

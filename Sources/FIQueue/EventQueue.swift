@@ -120,6 +120,19 @@ public protocol EventQueue: Sendable {
     /// persisted everything up to `id` in order; never use it past what is persisted.
     func trim(_ stream: String, through id: StreamEntryID) async throws -> Int
 
+    /// Up to `count` entries with ids above `after` (from the first when `nil`), in id order (`XRANGE`).
+    func range(_ stream: String, after: StreamEntryID?, count: Int) async throws -> [StreamEntry]
+
+    /// Appends an entry once per `token`: atomically, unless the hash `ledger` already maps
+    /// `token` to an entry id, appends (`XADD stream * …`) and records `token` → the new id.
+    /// Retrying it is always safe. In a Redis Cluster `ledger` must hash to `stream`'s slot:
+    /// name it `{<stream>}:<suffix>`.
+    /// - Returns: The entry's id, and whether this call appended it.
+    func appendOnce(to stream: String, fields: [StreamField], token: String, ledger: String) async throws -> (id: StreamEntryID, appended: Bool)
+
+    /// Every token → entry id recorded in `ledger` by ``appendOnce(to:fields:token:ledger:)``.
+    func ledger(_ ledger: String) async throws -> [String: StreamEntryID]
+
     /// The names of the streams whose names start with `prefix` (every master in a cluster), sorted.
     func streams(withPrefix prefix: String) async throws -> [String]
 

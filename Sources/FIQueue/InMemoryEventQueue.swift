@@ -205,6 +205,43 @@ public final class InMemoryEventQueue: EventQueue {
         }
     }
 
+    public func range(_ stream: String, after: StreamEntryID?, count: Int) async throws -> [StreamEntry] {
+        try Validate.key(stream, "stream name")
+        let now = options.now()
+        return try state.withLock { s in
+            try s.checkOpen()
+            try s.checkNotLease(stream, now: now)
+            guard let entries = s.streams[stream]?.entries, count > 0 else { return [] }
+            let start = after.map { after in entries.firstIndex { $0.id > after } ?? entries.count } ?? 0
+            return Array(entries[start..<min(entries.count, start + count)])
+        }
+    }
+
+    public func appendOnce(to stream: String, fields: [StreamField], token: String, ledger: String) async throws -> (id: StreamEntryID, appended: Bool) {
+        try Validate.key(stream, "stream name")
+        try Validate.key(ledger, "ledger name")
+        try Validate.fields(fields)
+        let now = options.now()
+        let (result, woken) = try state.withLock { s -> ((StreamEntryID, Bool), [Waiter]) in
+            try s.checkOpen()
+            try s.checkNotLease(stream, now: now)
+            if let id = s.ledgers[ledger]?[token] { return ((id, false), []) }
+            let id = s.streams[stream, default: StreamState()].append(fields: fields, now: now)
+            s.ledgers[ledger, default: [:]][token] = id
+            return ((id, true), s.takeWaiters(for: stream))
+        }
+        for w in woken { w.continuation.resume(returning: .woken) }
+        return result
+    }
+
+    public func ledger(_ ledger: String) async throws -> [String: StreamEntryID] {
+        try Validate.key(ledger, "ledger name")
+        return try state.withLock { s in
+            try s.checkOpen()
+            return s.ledgers[ledger] ?? [:]
+        }
+    }
+
     public func streams(withPrefix prefix: String) async throws -> [String] {
         try state.withLock { s in
             try s.checkOpen()
@@ -420,6 +457,8 @@ struct StreamState {
 struct MemoryState {
     var streams: [String: StreamState] = [:]
     var leases: [String: Lease] = [:]
+    /// appendOnce's hashes: token → entry id.
+    var ledgers: [String: [String: StreamEntryID]] = [:]
     var waiters: [Int: Waiter] = [:]
     var nextWaiterID = 0
     var closed = false

@@ -210,6 +210,45 @@ public final class RedisEventQueue: EventQueue {
         return try integer(try await run(key: stream, command, sideEffects: false), "XTRIM")
     }
 
+    public func range(_ stream: String, after: StreamEntryID?, count: Int) async throws -> [StreamEntry] {
+        try Validate.key(stream, "stream name")
+        try Validate.count(count)
+        let start = after.map { "(" + $0.description } ?? "-"
+        let reply = try check(try await run(key: stream, args("XRANGE", stream, start, "+", "COUNT", String(count)), sideEffects: false))
+        guard let entries = reply.array else { throw EventQueueError(.protocol, "XRANGE replied \(reply)") }
+        return try entries.map(Self.decodeEntry)
+    }
+
+    public func appendOnce(to stream: String, fields: [StreamField], token: String, ledger: String) async throws -> (id: StreamEntryID, appended: Bool) {
+        try Validate.key(stream, "stream name")
+        try Validate.key(ledger, "ledger name")
+        try Validate.fields(fields)
+        var command = args("EVAL", Self.appendOnceScript, "2", stream, ledger, token)
+        for field in fields { command += [Array(field.name.utf8), field.value] }
+        // Idempotent by construction: a retry after an unknown result appends nothing new.
+        let reply = try check(try await run(key: stream, command, sideEffects: false))
+        guard let pair = reply.array, pair.count == 2, let bytes = pair[0].bytes, let id = StreamEntryID(bytes: bytes), let appended = pair[1].int else {
+            throw EventQueueError(.protocol, "append-once script replied \(reply)")
+        }
+        return (id, appended == 1)
+    }
+
+    public func ledger(_ ledger: String) async throws -> [String: StreamEntryID] {
+        try Validate.key(ledger, "ledger name")
+        let reply = try check(try await run(key: ledger, args("HGETALL", ledger), sideEffects: false))
+        guard let flat = reply.array, flat.count % 2 == 0 else { throw EventQueueError(.protocol, "HGETALL replied \(reply)") }
+        var out: [String: StreamEntryID] = [:]
+        var i = 0
+        while i < flat.count {
+            guard let token = flat[i].string, let bytes = flat[i + 1].bytes, let id = StreamEntryID(bytes: bytes) else {
+                throw EventQueueError(.protocol, "malformed ledger entry in \(ledger)")
+            }
+            out[token] = id
+            i += 2
+        }
+        return out
+    }
+
     public func streams(withPrefix prefix: String) async throws -> [String] {
         try await scanKeys(withPrefix: prefix, type: "stream")
     }
@@ -283,6 +322,15 @@ public final class RedisEventQueue: EventQueue {
     // MARK: - Scripts
 
     /// XAUTOCLAIM and the delivery count of every claimed entry, atomically.
+    /// KEYS: stream, ledger; ARGV: token, field, value, …. Appends unless the ledger has the token.
+    static let appendOnceScript = """
+        local id = redis.call('HGET', KEYS[2], ARGV[1])
+        if id then return {id, 0} end
+        id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+        redis.call('HSET', KEYS[2], ARGV[1], id)
+        return {id, 1}
+        """
+
     static let claimScript = """
         local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
         local counts = {}

@@ -31,7 +31,8 @@ struct RequestMiddleware<Context: RequestContext>: RouterMiddleware {
         let elapsed = ContinuousClock.now - start
         metrics.record(route: route, method: request.method, status: response.status, elapsed: elapsed)
         response.headers[.requestID] = context.id
-        let level: Logger.Level = response.status.code >= 500 ? .warning : .debug
+        // A probe's 503 (not ready: draining, Redis down) is the balancer's business, not a warning per check.
+        let level: Logger.Level = response.status.code >= 500 && !route.hasPrefix("/health") ? .warning : .debug
         context.logger.log(
             level: level,
             "request",

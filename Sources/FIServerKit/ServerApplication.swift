@@ -39,6 +39,8 @@ public struct ServerSettings: Sendable {
     public var maxHeaderFields = 100
     /// The in-process worker of embedded mode.
     public var embeddedWorker = WorkerConfiguration()
+    /// On SIGTERM, how long `/health/ready` answers 503 before the server stops accepting.
+    public var shutdownDelay: Duration = .zero
 
     public init() {}
 }
@@ -55,6 +57,7 @@ public enum ServerApplication {
         settings: ServerSettings,
         queue: any EventQueue,
         registry: PrometheusCollectorRegistry,
+        readiness: Readiness? = nil,
         logger: Logger
     ) throws -> some ApplicationProtocol {
         var tokens: TokenStore?
@@ -82,13 +85,7 @@ public enum ServerApplication {
         router.add(middleware: RequestMiddleware())
         api.addRoutes(to: router)
         CapacityAPI(registry: registry, tokens: tokens).addRoutes(to: router)
-        router.get("/metrics") { _, _ -> Response in
-            Response(
-                status: .ok,
-                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
-            )
-        }
+        Observability.addRoutes(to: router, registry: registry, readiness: readiness ?? Self.readiness(settings, queue: queue))
 
         return Application(
             router: router,
@@ -112,7 +109,8 @@ public enum ServerApplication {
             throw StartupError(description: "cannot reach \(target): \((error as? EventQueueError)?.message ?? "\(error)")")
         }
 
-        let app = try buildApplication(settings: settings, queue: queue, registry: registry, logger: logger)
+        let readiness = Self.readiness(settings, queue: queue)
+        let app = try buildApplication(settings: settings, queue: queue, registry: registry, readiness: readiness, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if settings.queue == nil {
             var worker = settings.embeddedWorker
@@ -126,6 +124,8 @@ public enum ServerApplication {
             services.append(.init(service: EventWorker(queue: queue, configuration: worker, options: options, logger: logger)))
         }
         services.append(.init(service: app))
+        // Last, so the first told to stop: ready turns 503 before the server stops accepting.
+        services.append(.init(service: DrainService(readiness: readiness, delay: settings.shutdownDelay, logger: logger)))
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
@@ -140,5 +140,15 @@ public enum ServerApplication {
         )
         try await group.run()
         await queue.close()
+    }
+
+    /// Ready: the queue answers, storage is usable (writable when embedded workers
+    /// write it; readable, if it exists yet, when fi-server only reads it), and
+    /// not shutting down.
+    static func readiness(_ settings: ServerSettings, queue: any EventQueue) -> Readiness {
+        Readiness(checks: [
+            ("queue", { await (try? queue.ping()) == nil ? "queue unreachable" : nil }),
+            ("storage", Readiness.storage(settings.storageRoot, writable: settings.queue == nil)),
+        ])
     }
 }

@@ -46,11 +46,10 @@ public enum CorpusTool {
         return .seconds(value * seconds)
     }
 
-    /// Sets `--segment-max-bytes`, `--segment-max-age` and `--retention` on a worker's corpus options.
-    public static func applySegmentFlags(_ configuration: inout WorkerConfiguration, maxBytes: String, maxAge: String, retention: String) throws {
-        configuration.store.segmentMaxBytes = try parseBytes(maxBytes, flag: "--segment-max-bytes")
-        configuration.store.segmentMaxAge = try parseAge(maxAge, flag: "--segment-max-age")
-        configuration.store.retention = try parseAge(retention, flag: "--retention")
+    /// What a valid value of a segment setting looks like, for error messages.
+    static func valueHint(_ name: String) -> String {
+        name == "segment-max-bytes" ? "a size such as 1073741824, 512MiB or 1GiB (0: no limit)"
+            : "an age such as 90s, 30m, 24h, 7d, 2w or 5y (0 or off: none)"
     }
 
     // MARK: partitions

@@ -41,15 +41,24 @@ enum EntryDecoder {
 /// The entry written to `fi:dead:<partition>` for an entry that could not be stored.
 ///
 /// It carries the original fields unchanged, plus `dead_reason`,
-/// `dead_stream_id` (the original entry id) and `dead_partition`. Dead letters
-/// are at-least-once: a worker killed between writing one and acknowledging
-/// the original may write it again, with the same `dead_stream_id`.
+/// `dead_stream_id` (the original entry id), `dead_partition` and, when the
+/// worker counted them, `dead_deliveries`. Dead letters are at-least-once: a
+/// worker killed between writing one and acknowledging the original may write
+/// it again, with the same `dead_stream_id`.
 enum DeadLetter {
-    static func fields(for entry: StreamEntry, reason: String, partition: PartitionKey) -> [StreamField] {
+    static let reasonField = "dead_reason"
+    static let originalIDField = "dead_stream_id"
+    static let partitionField = "dead_partition"
+    static let deliveriesField = "dead_deliveries"
+    /// On an entry redriven back to its partition: the dead letter's id.
+    static let redrivenFromField = "redriven_from"
+
+    static func fields(for entry: StreamEntry, reason: String, deliveries: Int?, partition: PartitionKey) -> [StreamField] {
         var fields = entry.fields
-        fields.append(StreamField(name: "dead_reason", value: Array(reason.utf8)))
-        fields.append(StreamField(name: "dead_stream_id", value: Array(entry.id.description.utf8)))
-        fields.append(StreamField(name: "dead_partition", value: Array(partition.rawValue.utf8)))
+        fields.append(StreamField(name: reasonField, value: Array(reason.utf8)))
+        fields.append(StreamField(name: originalIDField, value: Array(entry.id.description.utf8)))
+        fields.append(StreamField(name: partitionField, value: Array(partition.rawValue.utf8)))
+        if let deliveries { fields.append(StreamField(deliveriesField, String(deliveries))) }
         return fields
     }
 }

@@ -3,6 +3,7 @@ import FIPartitioning
 import FIQueue
 import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
 import Synchronization
 
@@ -44,6 +45,8 @@ public final class EventWorker: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
     private let state = Locked<[PartitionKey: Held]>([:])
     private let drainedAfterStop = Locked<Set<PartitionKey>>([])
+    /// The partitions seen in the last successful round, for `fi_worker_lease_held`.
+    private let known = Locked<Set<PartitionKey>>([])
 
     private struct Held {
         let runner: PartitionRunner
@@ -101,6 +104,7 @@ public final class EventWorker: Service, Sendable {
                     } catch {
                         logger.warning("lease round failed; retrying", metadata: ["fi.error": "\(error)"])
                     }
+                    publishLeases()
                     if stopping && started == 0 && state.withLock({ $0.values.allSatisfy(\.finished) }) {
                         // Drain mode: a runner may have stopped early (say, its
                         // lease lapsed); drain whatever is still queued again.
@@ -152,6 +156,7 @@ public final class EventWorker: Service, Sendable {
         let members = Set(try await queue.leaseOwners(withPrefix: "fi:member:").values)
         let memberCount = max(1, members.count)
         let share = (candidates.count + memberCount - 1) / memberCount
+        known.withLock { $0.formUnion(candidates) }
         var mine = state.withLock { $0.filter { !$0.value.finished }.count }
         var started = 0
         let stoppingNow = stopping.load(ordering: .relaxed)
@@ -181,6 +186,17 @@ public final class EventWorker: Service, Sendable {
             state.withLock { $0[key]?.runner.stop() }
         }
         return started
+    }
+
+    /// `fi_worker_lease_held{partition}`: 1 where this worker writes the partition
+    /// under a lease still valid, 0 for every other partition it knows of — also
+    /// after a failed round (Redis unreachable: the leases lapse by themselves).
+    /// The maximum over the workers is 0 for a partition nobody writes.
+    private func publishLeases() {
+        let writing = state.withLock { held in Set(held.filter { !$0.value.finished && $0.value.lease.isValid }.keys) }
+        for key in known.withLock({ $0.union(writing) }) {
+            Gauge(label: "fi_worker_lease_held", dimensions: [("partition", key.rawValue)]).record(writing.contains(key) ? 1 : 0)
+        }
     }
 
     private func nonEmptyStreams() async throws -> [PartitionKey] {
@@ -221,14 +237,15 @@ public final class EventWorker: Service, Sendable {
             defer { held.removeAll() }
             return Array(held.keys)
         }
+        var released = 0
         for key in keys {
             do {
-                _ = try await queue.releaseLease(key.leaseKey, owner: instanceID)
+                if try await queue.releaseLease(key.leaseKey, owner: instanceID) { released += 1 }
             } catch {
                 logger.warning("could not release lease; it expires by itself", metadata: ["fi.partition": "\(key)", "fi.error": "\(error)"])
             }
         }
         _ = try? await queue.releaseLease(memberKey, owner: instanceID)
-        logger.info("worker stopped", metadata: ["fi.released": "\(keys.count)"])
+        logger.info("worker stopped", metadata: ["fi.released": "\(released)", "fi.held": "\(keys.count)"])
     }
 }

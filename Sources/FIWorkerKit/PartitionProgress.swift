@@ -13,8 +13,12 @@ final class PartitionProgress: Sendable {
     let deadLettered: Counter
     let claimed: Counter
     let errors: Counter
+    /// The partition's lag: entries queued and not yet persisted (its stream's length).
     let backlog: Gauge
+    let pending: Gauge
     let oldestPendingSeconds: Gauge
+    /// Entries in `fi:dead:<partition>`.
+    let deadLetters: Gauge
     let batchDuration: Timer
     let commits: Counter
     let segmentsRolled: Counter
@@ -33,7 +37,9 @@ final class PartitionProgress: Sendable {
         claimed = Counter(label: "fi_worker_claimed_total", dimensions: dimensions)
         errors = Counter(label: "fi_worker_errors_total", dimensions: dimensions)
         backlog = Gauge(label: "fi_queue_backlog", dimensions: dimensions)
+        pending = Gauge(label: "fi_worker_pending_entries", dimensions: dimensions)
         oldestPendingSeconds = Gauge(label: "fi_worker_oldest_pending_seconds", dimensions: dimensions)
+        deadLetters = Gauge(label: "fi_worker_dead_letter_entries", dimensions: dimensions)
         batchDuration = Timer(label: "fi_worker_batch_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
         commits = Counter(label: "fi_worker_commits_total", dimensions: dimensions)
         segmentsRolled = Counter(label: "fi_worker_segments_rolled_total", dimensions: dimensions)
@@ -86,10 +92,12 @@ final class PartitionProgress: Sendable {
     }
 
     /// Zeroes the gauges when the partition is released, so a worker that no
-    /// longer holds it does not report a stale backlog.
+    /// longer holds it does not report stale figures (the new holder reports them).
     func reset() {
         backlog.record(0)
+        pending.record(0)
         oldestPendingSeconds.record(0)
+        deadLetters.record(0)
     }
 }
 

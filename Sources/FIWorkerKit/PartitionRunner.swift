@@ -79,6 +79,11 @@ final class PartitionRunner: Sendable {
         while mayWrite {
             // Stop after the batch in hand, or (embedded mode) once the stream is empty.
             if isStopping && (!drainOnStop || drained) { break }
+            // Reported whether batches succeed or not: the gauges must not freeze while the disk is full.
+            if ContinuousClock.now - lastProgress >= configuration.progressInterval {
+                await reportProgress()
+                lastProgress = .now
+            }
             do {
                 if writer == nil {
                     writer = try await openWriter()
@@ -89,10 +94,6 @@ final class PartitionRunner: Sendable {
                 if ContinuousClock.now - lastSweep >= configuration.claimInterval {
                     needsRecovery = true
                     lastSweep = .now
-                }
-                if ContinuousClock.now - lastProgress >= configuration.progressInterval {
-                    await reportProgress()
-                    lastProgress = .now
                 }
 
                 if needsRecovery {
@@ -261,7 +262,7 @@ final class PartitionRunner: Sendable {
         let watermark = writer.lastStreamID
         var records: [CorpusRecord] = []
         records.reserveCapacity(batch.count)
-        var dead: [(StreamEntry, String)] = []
+        var dead: [(entry: StreamEntry, reason: String, deliveries: Int?)] = []
         var alreadyStored = 0
         for (entry, deliveries) in batch {
             if let watermark, entry.id <= watermark {
@@ -270,10 +271,10 @@ final class PartitionRunner: Sendable {
             }
             switch EntryDecoder.decode(entry) {
             case .failure(let problem):
-                dead.append((entry, problem.reason))
+                dead.append((entry, problem.reason, deliveries))
             case .success(let record):
                 if let deliveries, deliveries > configuration.maxDeliveries {
-                    dead.append((entry, "delivered \(deliveries) times (more than \(configuration.maxDeliveries))"))
+                    dead.append((entry, "delivered \(deliveries) times (more than \(configuration.maxDeliveries))", deliveries))
                 } else {
                     records.append(record)
                 }
@@ -282,8 +283,9 @@ final class PartitionRunner: Sendable {
 
         // Dead letters first: an entry is acknowledged only once it is either
         // in the corpus or in fi:dead:<partition>.
-        for (entry, reason) in dead {
-            _ = try await queue.append(to: key.deadLetterStreamName, fields: DeadLetter.fields(for: entry, reason: reason, partition: key))
+        for (entry, reason, deliveries) in dead {
+            _ = try await queue.append(
+                to: key.deadLetterStreamName, fields: DeadLetter.fields(for: entry, reason: reason, deliveries: deliveries, partition: key))
             logger.warning("entry moved to dead letters", metadata: ["fi.stream_id": "\(entry.id)", "fi.reason": "\(reason)"])
         }
         progress.deadLettered.increment(by: dead.count)
@@ -326,8 +328,12 @@ final class PartitionRunner: Sendable {
         let stream = key.streamName
         let backlog = try? await queue.length(of: stream)
         let lag = try? await queue.oldestPendingIdle(configuration.group, on: stream)
+        let pending = try? await queue.pending(configuration.group, on: stream).count
+        let deadLetters = try? await queue.length(of: key.deadLetterStreamName)
         let rate = progress.takeRate()
         if let backlog { progress.backlog.record(backlog) }
+        if let pending { progress.pending.record(pending) }
+        if let deadLetters { progress.deadLetters.record(deadLetters) }
         progress.oldestPendingSeconds.record(lag.map { Double($0.nanoseconds) / 1e9 } ?? 0)
         logger.info(
             "partition progress",

@@ -25,16 +25,9 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
     /// The in-process queue (embedded mode; nothing outlives the process).
     public static let inMemory = QueueTarget(value: .inMemory)
 
-    /// The target the command-line flags describe: `--redis-url`, then
-    /// `--redis-cluster`, then the `REDIS_URL` environment variable; `nil` when
-    /// none is given.
-    public static func fromFlags(redisURL: String?, redisCluster: String?, environment: [String: String]) -> QueueTarget? {
-        if let redisURL, !redisURL.isEmpty { return .redis(url: redisURL) }
-        if let redisCluster, !redisCluster.isEmpty {
-            return .cluster(seeds: redisCluster.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
-        }
-        if let url = environment["REDIS_URL"], !url.isEmpty { return .redis(url: url) }
-        return nil
+    /// Cluster seeds from `host:port,host:port,…`.
+    public static func seeds(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
     public var isInMemory: Bool {
@@ -69,62 +62,19 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
     }
 }
 
-/// Metrics for the executables: a Prometheus registry bootstrapped into
-/// swift-metrics, and an HTTP endpoint that serves it.
-public enum Observability {
-    /// Sends logs to stderr at `level` and above, one line per record (see
-    /// ``OneLineLogHandler``). Call once, from an executable.
-    public static func bootstrapLogging(level: Logger.Level) {
-        LoggingSystem.bootstrap { label in
-            var output = StreamLogHandler.standardError(label: label)
-            output.logLevel = level
-            // OneLineLogHandler keeps logger metadata itself and hands it over only
-            // when a record is written: StreamLogHandler would re-format it on every
-            // `logger[metadataKey:] = …`, which Hummingbird does once per request.
-            return OneLineLogHandler(output)
-        }
-    }
-
-    /// Bootstraps swift-metrics with a Prometheus registry. Call once, from an executable.
-    public static func bootstrapPrometheus() -> PrometheusCollectorRegistry {
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
-            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
-            .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
-        ]
-        MetricsSystem.bootstrap(factory)
-        return registry
-    }
-
-    /// A small HTTP service answering `GET /metrics` with the registry's Prometheus text.
-    public static func metricsEndpoint(registry: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger) -> some Service {
-        let router = Router()
-        router.get("/metrics") { _, _ -> Response in
-            Response(
-                status: .ok,
-                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
-            )
-        }
-        return Application(
-            router: router,
-            configuration: .init(address: .hostname(host, port: port), serverName: "fi-worker"),
-            logger: logger
-        )
-    }
-}
-
-/// What `fi-worker` runs: connect, then a worker (and a metrics endpoint)
-/// under a ServiceGroup that turns SIGTERM/SIGINT into a graceful shutdown.
+/// What `fi-worker` runs: connect, then a worker and its HTTP endpoint
+/// (metrics and probes) under a ServiceGroup that turns SIGTERM/SIGINT into a
+/// graceful shutdown — `/health/ready` answers 503 first.
 public enum WorkerApplication {
-    /// The worker's command-line settings.
+    /// The worker's settings.
     public struct Settings: Sendable {
         public var queue: QueueTarget
         public var worker: WorkerConfiguration
-        public var metricsHost = "127.0.0.1"
-        public var metricsPort: Int?
+        /// The HTTP endpoint (`/metrics`, `/health/live`, `/health/ready`); port `0` turns it off.
+        public var httpHost = "127.0.0.1"
+        public var httpPort = WorkerOptions.defaultHTTPPort
+        /// On SIGTERM, how long `/health/ready` answers 503 before the worker stops.
+        public var shutdownDelay: Duration = .zero
 
         public init(queue: QueueTarget, worker: WorkerConfiguration) {
             self.queue = queue
@@ -148,10 +98,16 @@ public enum WorkerApplication {
             throw StartupError(description: "cannot reach \(settings.queue): \(oneLine(error))")
         }
         let worker = EventWorker(queue: queue, configuration: settings.worker, logger: logger)
+        let readiness = Readiness(checks: [
+            ("queue", { await (try? queue.ping()) == nil ? "queue unreachable" : nil }),
+            ("storage", Readiness.storage(settings.worker.storageRoot, writable: true)),
+        ])
         var services: [any Service] = [worker]
-        if let port = settings.metricsPort, let registry {
-            services.append(Observability.metricsEndpoint(registry: registry, host: settings.metricsHost, port: port, logger: logger))
+        if settings.httpPort != 0, let registry {
+            services.append(Observability.endpoint(registry: registry, readiness: readiness, host: settings.httpHost, port: settings.httpPort, logger: logger))
         }
+        // Last, so the first told to stop.
+        services.append(DrainService(readiness: readiness, delay: settings.shutdownDelay, logger: logger))
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) },
@@ -166,6 +122,7 @@ public enum WorkerApplication {
                 "fi.partitions": "\(settings.worker.discoverAll ? "--all" : settings.worker.partitions.map(\.rawValue).joined(separator: ","))",
                 "fi.consumer": "\(settings.worker.consumer)",
                 "fi.storage": "\(settings.worker.storageRoot)",
+                "fi.http": "\(settings.httpPort == 0 ? "off" : "\(settings.httpHost):\(settings.httpPort)")",
             ]
         )
         try await group.run()

@@ -11,7 +11,9 @@ struct FIServerCommand: AsyncParsableCommand {
         abstract: "Accept consultation events over HTTP and queue them for the workers.",
         usage: """
             fi-server [--host <host>] [--port <port>] [--redis-url <url> | --redis-cluster <host:port,…>] [--partitions <n>] \
-            [--storage <path>] [--max-body-bytes <n>] [--max-backlog <n>] [--api-tokens-file <file>] [--log-level <level>]
+            [--storage <path>] [--max-body-bytes <n>] [--max-backlog <n>] [--api-tokens-file <file>] \
+            [--shutdown-delay <s>] [--log-level <level>] [--log-format text|json] [--config <file>]
+              fi-server config [<options>]
               fi-server capacity [<options>]
             """,
         discussion: """
@@ -19,68 +21,24 @@ struct FIServerCommand: AsyncParsableCommand {
             processes. With none of them fi-server runs embedded: an in-memory queue and in-process workers \
             write the same corpus files, and SIGTERM drains every accepted event to disk before exiting.
 
+            Every setting comes from its flag, else its environment variable (FI_ + the flag in upper case, \
+            - as _; REDIS_URL too), else the --config file (JSON or YAML, keys named like the long flags), \
+            else its default. `fi-server config` prints the effective settings and where each came from.
+
             Without a subcommand fi-server serves. `fi-server capacity --help` plans capacity, or measures it \
             from a running fi-server's /metrics.
             """,
         version: BuildInfo.versionLine,
-        subcommands: [CapacitySubcommand.self]
+        subcommands: [CapacitySubcommand.self, ConfigSubcommand.self]
     )
 
-    @Option(help: "Address to listen on.")
-    var host = "127.0.0.1"
-
-    @Option(help: "Port to listen on.")
-    var port = 7001
-
-    @Option(help: "Redis URL, redis://[:password@]host[:port][/db]. Default: $REDIS_URL.")
-    var redisURL: String?
-
-    @Option(help: "Redis Cluster seed nodes, host:port,host:port,….")
-    var redisCluster: String?
-
-    @Option(help: "Number of hash partitions for events without a site.")
-    var partitions = 3
-
-    @Option(help: "Storage root of the corpus files (read by GET, written by embedded workers).")
-    var storage = "./storage"
-
-    @Option(help: "Largest accepted request body, in bytes.")
-    var maxBodyBytes = 1_048_576
-
-    @Option(help: "Answer 429 when a partition's queued, unpersisted events exceed this.")
-    var maxBacklog = 100_000
-
-    @Option(help: "Tokens file: lines of '<token> <site>[,<site>…]' or '<token> *'. Default: $FI_API_TOKENS_FILE.")
-    var apiTokensFile: String?
-
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
-
-    func validate() throws {
-        if redisURL != nil && redisCluster != nil {
-            throw ValidationError("give --redis-url or --redis-cluster, not both")
-        }
-        if !(0...65535).contains(port) { throw ValidationError("--port must be 0…65535") }
-        if partitions < 1 || partitions > 1_048_576 { throw ValidationError("--partitions must be 1…1048576") }
-        if maxBodyBytes < 2 { throw ValidationError("--max-body-bytes must be at least 2") }
-        if maxBacklog < 0 { throw ValidationError("--max-backlog must not be negative") }
-    }
+    @OptionGroup var flags: ServerFlags
 
     func run() async throws {
-        Observability.bootstrapLogging(level: logLevel)
+        let (settings, logging) = try await flags.resolve()
+        Observability.bootstrapLogging(level: logging.level, format: logging.format)
         let logger = Logger(label: "fi-server")
         let registry = Observability.bootstrapPrometheus()
-        let environment = ProcessInfo.processInfo.environment
-
-        var settings = ServerSettings()
-        settings.host = host
-        settings.port = port
-        settings.partitions = partitions
-        settings.storageRoot = storage
-        settings.maxBodyBytes = maxBodyBytes
-        settings.maxBacklog = maxBacklog
-        settings.apiTokensFile = apiTokensFile ?? environment["FI_API_TOKENS_FILE"].flatMap { $0.isEmpty ? nil : $0 }
-        settings.queue = QueueTarget.fromFlags(redisURL: redisURL, redisCluster: redisCluster, environment: environment)
         do {
             try await ServerApplication.run(settings: settings, registry: registry, logger: logger)
         } catch let error as ServerApplication.StartupError {
@@ -90,7 +48,80 @@ struct FIServerCommand: AsyncParsableCommand {
     }
 }
 
-extension Logger.Level: @retroactive ExpressibleByArgument {}
+/// `fi-server config`: the effective settings and where each value came from, secrets redacted.
+struct ConfigSubcommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Print the effective settings and where each came from (flag, env, file, default); secrets redacted."
+    )
+
+    @OptionGroup var flags: ServerFlags
+
+    @Flag(help: "Print every setting as a Markdown table instead (Docs/operations.md carries it).")
+    var reference = false
+
+    func run() async throws {
+        if reference {
+            print(OptionSpec.markdownReference(ServerOptions.specs), terminator: "")
+            return
+        }
+        _ = try await flags.resolve()  // a bad value exits 64 here too
+        print(try await flags.options().table(), terminator: "")
+    }
+}
+
+/// fi-server's flags. Each is optional: unset, the value comes from the
+/// environment, the config file or the default (ServerOptions).
+struct ServerFlags: ParsableArguments {
+    @Option(help: .init(ServerOptions.host.help)) var host: String?
+    @Option(help: .init(ServerOptions.port.help)) var port: Int?
+    @Option(help: .init(ServerOptions.redisURL.help)) var redisURL: String?
+    @Option(help: .init(ServerOptions.redisCluster.help)) var redisCluster: String?
+    @Option(help: .init(ServerOptions.partitions.help)) var partitions: Int?
+    @Option(help: .init(ServerOptions.storage.help)) var storage: String?
+    @Option(help: .init(ServerOptions.maxBodyBytes.help)) var maxBodyBytes: Int?
+    @Option(help: .init(ServerOptions.maxBacklog.help)) var maxBacklog: Int?
+    @Option(help: .init(ServerOptions.apiTokensFile.help)) var apiTokensFile: String?
+    @Option(help: .init(ServerOptions.shutdownDelay.help)) var shutdownDelay: Double?
+    @Option(help: .init(ServerOptions.logLevel.help)) var logLevel: String?
+    @Option(help: .init(ServerOptions.logFormat.help)) var logFormat: String?
+    @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
+
+    /// The flags given, by setting name.
+    var given: [String: String] {
+        let given: [String: String?] = [
+            "host": host, "port": port.map(String.init), "redis-url": redisURL, "redis-cluster": redisCluster,
+            "partitions": partitions.map(String.init), "storage": storage, "max-body-bytes": maxBodyBytes.map(String.init),
+            "max-backlog": maxBacklog.map(String.init), "api-tokens-file": apiTokensFile,
+            "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
+        ]
+        return given.compactMapValues { $0 }
+    }
+
+    /// The settings from flags, environment, config file and defaults; a bad value exits 64.
+    func options() async throws -> ResolvedOptions {
+        do {
+            let environment = ProcessInfo.processInfo.environment
+            return try await ResolvedOptions.resolve(
+                ServerOptions.specs, flags: given, environment: environment,
+                configFile: config ?? environment["FI_CONFIG"].flatMap { $0.isEmpty ? nil : $0 })
+        } catch {
+            FileHandle.standardError.write(Data("fi-server: error: \(error)\n".utf8))
+            throw ExitCode(64)
+        }
+    }
+
+    func resolve() async throws -> (ServerSettings, WorkerOptions.LogSettings) {
+        let options = try await options()
+        do {
+            return try ServerOptions.settings(from: options)
+        } catch {
+            FileHandle.standardError.write(Data("fi-server: error: \(error)\n".utf8))
+            throw ExitCode(64)
+        }
+    }
+}
+
 
 /// `fi-server capacity`: a capacity plan, or the live estimate of a running server. FIServerKit does the work.
 struct CapacitySubcommand: AsyncParsableCommand {

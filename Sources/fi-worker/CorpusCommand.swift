@@ -7,7 +7,7 @@ import Logging
 /// Only parses flags; FIWorkerKit's CorpusTool does the work.
 struct CorpusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "fi-worker corpus",
+        commandName: "corpus",
         abstract: "Erase one consultation from the corpus, or verify closed segments against their manifest.",
         subcommands: [CorpusEraseCommand.self, CorpusVerifyCommand.self]
     )
@@ -40,23 +40,26 @@ struct CorpusEraseCommand: AsyncParsableCommand {
     @Option(help: "The partition key to erase from, instead of the one the consultation and site give.")
     var partition: String?
 
-    @Option(name: .customLong("storage"), help: "Storage root.")
-    var storageRoot = "./storage"
+    @Option(help: .init(WorkerOptions.storage.help)) var storage: String?
+    @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
 
     @Option(help: "Seconds to wait for a running worker to close the segment it writes.")
     var waitSeconds = 60
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .warning
+    var logLevel = "warning"
 
     func validate() throws {
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical") }
         if partitionCount < 1 { throw ValidationError("--partition-count must be at least 1") }
         if waitSeconds < 0 { throw ValidationError("--wait-seconds must not be negative") }
     }
 
     func run() async throws {
-        Observability.bootstrapLogging(level: logLevel)
+        Observability.bootstrapLogging(level: Logger.Level(rawValue: logLevel) ?? .warning)
         let logger = Logger(label: "fi-worker")
+        // --storage, else FI_STORAGE, else the config file's, else ./storage (as fi-worker serve).
+        let storageRoot = try await WorkerFlags.options(given: storage.map { ["storage": $0] } ?? [:], config: config).string(WorkerOptions.storage.name)!
         do {
             let (key, report) = try await CorpusTool.erase(
                 consultationID: consultation, siteID: siteId, partitionCount: partitionCount, partition: partition,
@@ -86,19 +89,24 @@ struct CorpusVerifyCommand: AsyncParsableCommand {
     @Argument(help: "Partitions to verify, e.g. site_a partition_2 (default: every partition under --storage).")
     var partitionKeys: [String] = []
 
-    @Option(name: .customLong("storage"), help: "Storage root.")
-    var storageRoot = "./storage"
+    @Option(help: .init(WorkerOptions.storage.help)) var storage: String?
+    @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
 
     @Option(help: "Write the verification metrics, Prometheus text, to this file.")
     var metricsFile: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .warning
+    var logLevel = "warning"
+
+    func validate() throws {
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical") }
+    }
 
     func run() async throws {
-        Observability.bootstrapLogging(level: logLevel)
+        Observability.bootstrapLogging(level: Logger.Level(rawValue: logLevel) ?? .warning)
         let registry = Observability.bootstrapPrometheus()
         let logger = Logger(label: "fi-worker")
+        let storageRoot = try await WorkerFlags.options(given: storage.map { ["storage": $0] } ?? [:], config: config).string(WorkerOptions.storage.name)!
         let outcome: (lines: [String], ok: Bool)
         do {
             outcome = try await CorpusTool.verifyCommand(

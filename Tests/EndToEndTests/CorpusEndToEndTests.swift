@@ -136,7 +136,7 @@ struct CorpusEndToEndTests {
         #expect(missing.log.contains("no corpus for partition site_nowhere"), "\(missing.log)")
         let help = try Child("help", binary, ["--help"], logDirectory: dir)
         #expect(await help.waitForExit(timeout: .seconds(10)) == 0)
-        for flag in ["--segment-max-bytes", "--segment-max-age", "--retention", "fi-worker corpus"] {
+        for flag in ["--segment-max-bytes", "--segment-max-age", "--retention", "corpus "] {
             #expect(help.log.contains(flag), "--help mentions \(flag)")
         }
     }

@@ -78,13 +78,16 @@ final class Child: @unchecked Sendable {
     init(_ name: String, _ executable: String, _ arguments: [String], environment: [String: String] = [:], logDirectory: String) throws {
         self.name = name
         logPath = logDirectory + "/\(name)-\(UUID().uuidString.prefix(4)).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["REDIS_URL"] = nil
         env["FI_API_TOKENS_FILE"] = nil
+        // fi-worker serves HTTP on 7002 by default; tests run several at once, so
+        // they turn it off unless they ask for a port (a flag beats the variable).
+        env["FI_HTTP_PORT"] = "0"
         for (key, value) in environment { env[key] = value }
         process.environment = env
         process.standardOutput = log

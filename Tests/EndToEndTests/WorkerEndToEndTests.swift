@@ -201,8 +201,9 @@ struct WorkerEndToEndTests {
         }
         let help = try Child("help", binary, ["--help"], logDirectory: dir)
         #expect(await help.waitForExit(timeout: .seconds(10)) == 0)
-        for flag in ["--all", "--redis-url", "--redis-cluster", "--storage", "--group", "--consumer", "--batch-size", "--claim-idle-ms", "--metrics-port"] {
+        for flag in ["--all", "--redis-url", "--redis-cluster", "--storage", "--group", "--consumer", "--batch-size", "--claim-idle-ms", "--http-port"] {
             #expect(help.log.contains(flag), "--help mentions \(flag)")
+            #expect(help.log.contains("FI_" + flag.dropFirst(2).uppercased().replacingOccurrences(of: "-", with: "_")), "--help names the variable of \(flag)")
         }
     }
 }

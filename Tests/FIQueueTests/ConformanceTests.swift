@@ -36,6 +36,32 @@ struct ConformanceTests {
         }
     }
 
+    @Test("range pages through a stream in id order; appendOnce appends once per token, also when retried, and records it in the ledger", arguments: Backend.all)
+    func rangeAndAppendOnce(_ backend: Backend) async throws {
+        try await withQueue(backend) { q, prefix in
+            let stream = "\(prefix):once"
+            let ledger = "{\(stream)}:ledger"  // the stream's own Cluster slot
+            var ids: [StreamEntryID] = []
+            for i in 0..<5 { ids.append(try await q.append(to: stream, fields: fields(i, payload: "{}"))) }
+            #expect(try await q.range(stream, after: nil, count: 2).map(\.id) == Array(ids[0..<2]))
+            #expect(try await q.range(stream, after: ids[1], count: 10).map(\.id) == Array(ids[2...]))
+            #expect(try await q.range(stream, after: ids[4], count: 10).isEmpty)
+            #expect(try await q.range("\(prefix):nothing", after: nil, count: 10).isEmpty)
+
+            let first = try await q.appendOnce(to: stream, fields: fields(9, payload: "{\"n\":9}"), token: "dead-1", ledger: ledger)
+            #expect(first.appended && first.id > ids[4])
+            let again = try await q.appendOnce(to: stream, fields: fields(9, payload: "{\"n\":9}"), token: "dead-1", ledger: ledger)
+            #expect(again.id == first.id && !again.appended, "a retried appendOnce appends nothing")
+            let other = try await q.appendOnce(to: stream, fields: fields(10, payload: "{}"), token: "dead-2", ledger: ledger)
+            #expect(other.appended && other.id > first.id)
+            #expect(try await q.length(of: stream) == 7)
+            let last = try #require(try await q.range(stream, after: ids[4], count: 1).first)
+            #expect(last.id == first.id && last[field: "event_json"] == Array("{\"n\":9}".utf8))
+            #expect(try await q.ledger(ledger) == ["dead-1": first.id, "dead-2": other.id])
+            #expect(try await q.ledger("{\(prefix)}:none").isEmpty)
+        }
+    }
+
     @Test("large replies: a 2 MB group read arrives whole, byte for byte, beside concurrent small commands", arguments: Backend.all)
     func largeReplies(_ backend: Backend) async throws {
         try await withQueue(backend) { q, prefix in

@@ -108,7 +108,7 @@ struct RedisBackendTests {
     )
     func slotsAgreeWithCluster() async throws {
         let seed = try #require(TestEnv.clusterSeeds?.first, "FI_REQUIRE_SERVICES=1 but FI_TEST_REDIS_CLUSTER is not set")
-        for key in ["fi:events:site_a", "fi:events:partition_0", "{x}y", "a{b}c", "é{}", "fi:lease:partition_2"] + (0..<40).map { "k\($0 * 7919)" } {
+        for key in ["fi:events:site_a", "fi:events:partition_0", "{x}y", "a{b}c", "é{}", "fi:lease:partition_2"] + (0..<40).map({ "k\($0 * 7919)" }) {
             let reply = try await raw(seed, "CLUSTER", "KEYSLOT", key)
             #expect(reply.int.map(Int.init) == ClusterSlot.of(key), "\(key)")
         }

@@ -49,6 +49,11 @@ final class HookedQueue: EventQueue, Sendable {
     func length(of stream: String) async throws -> Int { try await inner.length(of: stream) }
     func delete(from stream: String, ids: [StreamEntryID]) async throws -> Int { try await inner.delete(from: stream, ids: ids) }
     func trim(_ stream: String, through id: StreamEntryID) async throws -> Int { try await inner.trim(stream, through: id) }
+    func range(_ stream: String, after: StreamEntryID?, count: Int) async throws -> [StreamEntry] { try await inner.range(stream, after: after, count: count) }
+    func appendOnce(to stream: String, fields: [StreamField], token: String, ledger: String) async throws -> (id: StreamEntryID, appended: Bool) {
+        try await inner.appendOnce(to: stream, fields: fields, token: token, ledger: ledger)
+    }
+    func ledger(_ ledger: String) async throws -> [String: StreamEntryID] { try await inner.ledger(ledger) }
     func streams(withPrefix prefix: String) async throws -> [String] { try await inner.streams(withPrefix: prefix) }
     func ping() async throws { try await inner.ping() }
     func acquireLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool { try await inner.acquireLease(key, owner: owner, ttl: ttl) }

@@ -88,6 +88,7 @@ class Progress:
             self._draw(now)
 
     def _draw(self, now: float) -> None:
+        self._drawn_rows = self.rows
         frac = min(1.0, self.rows / self.total) if self.total else 1.0
         width = 30
         fill = int(frac * width)
@@ -100,7 +101,8 @@ class Progress:
 
     def finish(self) -> None:
         if self.enabled:
-            self._draw(time.monotonic())
+            if getattr(self, "_drawn_rows", None) != self.rows:
+                self._draw(time.monotonic())
             self.stream.write("\n")
             self.stream.flush()
 
@@ -187,13 +189,57 @@ def _export_parquet(store: Store, keys: List[str], path: str, progress: Progress
                         ("stream_id", pa.string()), ("received_at_ms", pa.int64()),
                         ("payload", pa.large_string() if payload_type == "string" else pa.large_binary())])
     n = 0
+    blocks = ((key, cols, columns_to_arrow(cols, payload=payload_type, partition=key))
+              for key, cols in store.iter_columns(keys, block_rows=131072, block_bytes=128 << 20, **window))
     with pq.ParquetWriter(path, schema, compression=None if compression == "none" else compression) as w:
-        for key, cols in store.iter_columns(keys, block_rows=131072, block_bytes=128 << 20, **window):
-            table = columns_to_arrow(cols, payload=payload_type, partition=key)
+        # The next block is read and converted while this one is compressed and written (h5py and
+        # pyarrow both release the GIL): about a fifth off the time, two blocks more in memory.
+        for key, cols, table in prefetch(blocks, depth=2):
             w.write_table(table, row_group_size=len(cols) or 1)
             n += len(cols)
             progress.add(len(cols), len(cols.payload))
     return n
+
+
+def prefetch(items: Iterable, depth: int = 2):
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead; errors are re-raised here."""
+    import queue
+    import threading
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():  # never blocks for good: the consumer may have gone
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run():
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((None, done))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            put((err, None))
+
+    t = threading.Thread(target=run, name="fi-corpus-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            err, item = q.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=30)
 
 
 def cmd_export(args, out: TextIO) -> int:

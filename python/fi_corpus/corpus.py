@@ -16,6 +16,7 @@ import builtins
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
 
@@ -40,6 +41,9 @@ _STREAM_ID = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
 BLOCK_ROWS = 65536
 #: Payload bytes per block when a reader streams a range.
 BLOCK_BYTES = 64 << 20
+#: From this many payload bytes on, a whole-range DataFrame/Arrow read converts the id columns
+#: while another thread reads the payload.
+OVERLAP_MIN_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -298,19 +302,37 @@ class Corpus:
         stop = n if stop is None else (max(0, n + stop) if stop < 0 else min(stop, n))
         return start, max(start, stop)
 
-    def _read(self, lo: int, hi: int) -> Columns:
-        """Rows [lo, hi) as columns: one read per dataset."""
+    def _read(self, lo: int, hi: int, overlap=None):
+        """Rows [lo, hi) as columns: one read per dataset.
+
+        With ``overlap`` (a function of the row columns, given a :class:`Columns` whose payload is
+        not read yet) returns ``(Columns, overlap(...))``, running ``overlap`` while another thread
+        reads the payload: h5py releases the GIL during the read, so e.g. the Arrow conversion of
+        the id columns costs no extra time.
+        """
         if hi <= lo:
-            return Columns.empty()
+            cols = Columns.empty()
+            return (cols, overlap(cols)) if overlap is not None else cols
         ends = self._cols["payload_end"][lo:hi].astype(np.int64, copy=False)
         first = int(self._cols["payload_end"][lo - 1]) if lo > 0 else 0
         offsets = np.empty(hi - lo + 1, dtype=np.int64)
         offsets[0] = 0
         np.subtract(ends, first, out=offsets[1:])
-        payload = self._payload[first:int(ends[-1])] if ends[-1] > first else np.empty(0, np.uint8)
-        return Columns(self._cols["consultation_id"][lo:hi], self._cols["stream_id"][lo:hi],
-                       self._cols["received_at_ms"][lo:hi], offsets, payload,
-                       np.arange(lo, hi, dtype=np.int64))
+        nbytes = max(0, int(ends[-1]) - first)
+        cids = self._cols["consultation_id"][lo:hi]
+        sids = self._cols["stream_id"][lo:hi]
+        times = self._cols["received_at_ms"][lo:hi]
+        positions = np.arange(lo, hi, dtype=np.int64)
+        if overlap is None or nbytes < OVERLAP_MIN_BYTES:
+            payload = self._payload[first:first + nbytes] if nbytes else np.empty(0, np.uint8)
+            cols = Columns(cids, sids, times, offsets, payload, positions)
+            return (cols, overlap(cols)) if overlap is not None else cols
+        payload = np.empty(nbytes, dtype=np.uint8)
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(self._payload.read_direct, payload, np.s_[first:first + nbytes])
+            extra = overlap(Columns(cids, sids, times, offsets, np.empty(0, np.uint8), positions))
+            reading.result()
+        return Columns(cids, sids, times, offsets, payload, positions), extra
 
     def _block_stops(self, lo: int, hi: int, block_rows: int, block_bytes: int) -> Iterator[int]:
         """Cut [lo, hi) into blocks of at most block_rows rows and about block_bytes payload."""
@@ -358,7 +380,8 @@ class Corpus:
             for cut in self._block_stops(a, b, block_rows, block_bytes):
                 cols = self._read(pos, cut)
                 keep = sel[(sel >= pos - blo) & (sel < cut - blo)] - (pos - blo)
-                yield cols if len(keep) == len(cols) else cols.take(keep)
+                if len(keep):
+                    yield cols if len(keep) == len(cols) else cols.take(keep)
                 pos = cut
 
     def columns(self, start: Optional[int] = None, stop: Optional[int] = None, *,
@@ -385,14 +408,23 @@ class Corpus:
         return lo, hi
 
     # -- frames ---------------------------------------------------------------
+    def _frame_columns(self, start, stop, start_ms, end_ms, fast: bool):
+        """The rows to convert, plus the id columns already converted to Arrow when ``fast``
+        (whole ranges: converted while the payload is being read)."""
+        from .frames import arrow_id_columns
+        if start_ms is None and end_ms is None and fast:
+            return self._read(*self._bounds(start, stop), overlap=arrow_id_columns)
+        return self.columns(start, stop, start_ms=start_ms, end_ms=end_ms), None
+
     def to_arrow(self, start: Optional[int] = None, stop: Optional[int] = None, *,
                  start_ms: Optional[int] = None, end_ms: Optional[int] = None,
                  payload: str = "binary", partition_column: bool = False):
         """A ``pyarrow.Table``: consultation_id, stream_id (string), received_at_ms (int64),
         payload (large_binary, or large_string with ``payload="string"``)."""
-        from .frames import columns_to_arrow
-        cols = self.columns(start, stop, start_ms=start_ms, end_ms=end_ms)
-        return columns_to_arrow(cols, payload=payload,
+        from .frames import _need, columns_to_arrow
+        _need("pyarrow", "arrow")
+        cols, ids = self._frame_columns(start, stop, start_ms, end_ms, True)
+        return columns_to_arrow(cols, payload=payload, ids=ids,
                                 partition=self.partition if partition_column else None)
 
     def to_pandas(self, start: Optional[int] = None, stop: Optional[int] = None, *,
@@ -406,9 +438,12 @@ class Corpus:
         ``dtype_backend``: ``"pyarrow"`` (default when pyarrow is installed: Arrow-backed columns,
         the fast path) or ``"numpy"`` (object columns of ``str`` and ``bytes``).
         """
-        from .frames import columns_to_pandas
-        cols = self.columns(start, stop, start_ms=start_ms, end_ms=end_ms)
-        return columns_to_pandas(cols, payload=payload, json_fields=json_fields,
+        from .frames import _need, columns_to_pandas, have_pyarrow
+        _need("pandas", "pandas")
+        if dtype_backend is None:
+            dtype_backend = "pyarrow" if have_pyarrow() else "numpy"
+        cols, ids = self._frame_columns(start, stop, start_ms, end_ms, dtype_backend == "pyarrow")
+        return columns_to_pandas(cols, payload=payload, json_fields=json_fields, ids=ids,
                                  dtype_backend=dtype_backend,
                                  partition=self.partition if partition_column else None)
 

@@ -14,7 +14,7 @@ import numpy as np
 from .corpus import Columns
 from .errors import CorpusError
 
-__all__ = ["columns_to_arrow", "columns_to_pandas", "have_pyarrow"]
+__all__ = ["columns_to_arrow", "columns_to_pandas", "arrow_id_columns", "have_pyarrow"]
 
 
 def have_pyarrow() -> bool:
@@ -38,6 +38,12 @@ def _fixed_to_arrow_string(values: np.ndarray):
     return pa.array(values, type=pa.binary()).cast(pa.string())
 
 
+def arrow_id_columns(cols: Columns):
+    """``{"consultation_id": …, "stream_id": …}`` as Arrow string arrays."""
+    return {"consultation_id": _fixed_to_arrow_string(cols.consultation_id),
+            "stream_id": _fixed_to_arrow_string(cols.stream_id)}
+
+
 def _payload_array(cols: Columns, payload: str):
     import pyarrow as pa
     n = len(cols)
@@ -55,14 +61,18 @@ def _payload_array(cols: Columns, payload: str):
     raise ValueError(f"payload must be 'binary' or 'string', not {payload!r}")
 
 
-def columns_to_arrow(cols: Columns, *, payload: str = "binary", partition: Optional[str] = None):
-    """A ``pyarrow.Table`` with columns [partition,] consultation_id, stream_id, received_at_ms, payload."""
+def columns_to_arrow(cols: Columns, *, payload: str = "binary", partition: Optional[str] = None,
+                     ids=None):
+    """A ``pyarrow.Table`` with columns [partition,] consultation_id, stream_id, received_at_ms, payload.
+
+    ``ids``: the id columns already converted (:func:`arrow_id_columns`)."""
     pa = _need("pyarrow", "arrow")
+    ids = ids or arrow_id_columns(cols)
     arrays, names = [], []
     if partition is not None:
         arrays.append(pa.array([partition], pa.string()).take(pa.array(np.zeros(len(cols), np.int32))))
         names.append("partition")
-    arrays += [_fixed_to_arrow_string(cols.consultation_id), _fixed_to_arrow_string(cols.stream_id),
+    arrays += [ids["consultation_id"], ids["stream_id"],
                pa.array(np.ascontiguousarray(cols.received_at_ms, dtype=np.int64)),
                _payload_array(cols, payload)]
     names += ["consultation_id", "stream_id", "received_at_ms", "payload"]
@@ -101,7 +111,7 @@ def _parse_json(cols: Columns, json_fields: Optional[Sequence[str]]):
 
 
 def columns_to_pandas(cols: Columns, *, payload: str = "bytes", json_fields: Optional[Sequence[str]] = None,
-                      dtype_backend: Optional[str] = None, partition: Optional[str] = None):
+                      dtype_backend: Optional[str] = None, partition: Optional[str] = None, ids=None):
     """A ``pandas.DataFrame``: [partition,] consultation_id, stream_id, received_at_ms, payload.
 
     - ``payload="bytes"``: each cell is the event's bytes, exactly as stored (default);
@@ -111,6 +121,7 @@ def columns_to_pandas(cols: Columns, *, payload: str = "bytes", json_fields: Opt
     - ``dtype_backend="pyarrow"`` (default when pyarrow is installed): Arrow-backed columns
       (``pd.ArrowDtype``), no Python object per row until a cell is used — the fast path;
       ``"numpy"``: object columns of ``str`` and ``bytes``.
+    - ``ids``: the id columns already converted to Arrow (:func:`arrow_id_columns`).
     """
     pd = _need("pandas", "pandas")
     if payload not in ("bytes", "text", "json", "none"):
@@ -125,8 +136,9 @@ def columns_to_pandas(cols: Columns, *, payload: str = "bytes", json_fields: Opt
         ext = pd.arrays.ArrowExtensionArray
         if partition is not None:
             data["partition"] = pd.Categorical.from_codes(np.zeros(len(cols), np.int8), [partition])
-        data["consultation_id"] = ext(_fixed_to_arrow_string(cols.consultation_id))
-        data["stream_id"] = ext(_fixed_to_arrow_string(cols.stream_id))
+        ids = ids or arrow_id_columns(cols)
+        data["consultation_id"] = ext(ids["consultation_id"])
+        data["stream_id"] = ext(ids["stream_id"])
         data["received_at_ms"] = np.asarray(cols.received_at_ms, dtype=np.int64)
         if payload in ("bytes", "text"):
             data["payload"] = ext(_payload_array(cols, "binary" if payload == "bytes" else "string"))

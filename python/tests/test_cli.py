@@ -216,3 +216,38 @@ def test_follow_a_live_swift_writer(tmp_path, crash_writers):
         n = len(c)
     proc = run("follow", root, "site_live", "--last", 5, "--idle-timeout", 0.5, check=0)
     assert [json.loads(x)["event"]["i"] for x in proc.stdout.splitlines()] == list(range(n - 5, n))
+
+
+def test_prefetch_passes_items_errors_and_stops_early():
+    from fi_corpus.cli import prefetch
+    assert list(prefetch(iter(range(100)), depth=2)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("boom")
+
+    it = prefetch(failing())
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="boom"):
+        next(it)
+    produced = []
+
+    def endless():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    it = prefetch(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # the consumer stops: the producer stops too
+    assert len(produced) < 10
+
+
+def test_prefetch_consumer_leaving_after_the_end_does_not_wait():
+    from fi_corpus.cli import prefetch
+    it = prefetch(iter(range(5)), depth=1)
+    assert next(it) == 0
+    time.sleep(0.3)  # the producer is now waiting to hand over more, or the end
+    t0 = time.monotonic()
+    it.close()
+    assert time.monotonic() - t0 < 2

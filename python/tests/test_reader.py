@@ -94,8 +94,9 @@ def test_time_windows(corpus_path, lo, hi):
     want = [i for i in range(2000) if (lo is None or received(i) >= lo) and (hi is None or received(i) < hi)]
     with fi_corpus.open(corpus_path) as c:
         for block_rows in (64, 65536):
-            got = Columns.concat(list(c.iter_columns(start_ms=lo, end_ms=hi, block_rows=block_rows,
-                                                     block_bytes=5000)))
+            blocks = list(c.iter_columns(start_ms=lo, end_ms=hi, block_rows=block_rows, block_bytes=5000))
+            assert all(len(b) for b in blocks)  # no empty blocks (an export would write blank lines)
+            got = Columns.concat(blocks)
             assert got.row_index.tolist() == want
             for r, i in zip(got.rows(), want):
                 check_row(r, i)
@@ -110,7 +111,9 @@ def test_window_on_unsorted_times(tmp_path):
     write_corpus(str(path), [(cid(i), sid(i), t, payload(i)) for i, t in enumerate(times)])
     with fi_corpus.open(path) as c:
         for block_rows in (1, 2, 3, 100):
-            got = Columns.concat(list(c.iter_columns(start_ms=20, end_ms=45, block_rows=block_rows)))
+            blocks = list(c.iter_columns(start_ms=20, end_ms=45, block_rows=block_rows, block_bytes=40))
+            assert all(len(b) for b in blocks)
+            got = Columns.concat(blocks)
             assert got.row_index.tolist() == [2, 3, 4, 8]
             assert got.received_at_ms.tolist() == [30, 20, 40, 35]
             assert [got.payload_at(k) for k in range(4)] == [payload(i) for i in (2, 3, 4, 8)]
@@ -169,6 +172,18 @@ def test_frames(corpus_path):
         assert t.column("consultation_id").type == pa.string()
         assert c.to_arrow(payload="string").column("payload")[5].as_py() == payload(5).decode()
         assert c.to_arrow(partition_column=True).column("partition")[0].as_py() == "site_a"
+
+
+def test_frames_with_the_payload_read_in_another_thread(corpus_path, monkeypatch):
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    with fi_corpus.open(corpus_path) as c:
+        plain_df, plain_t = c.to_pandas(), c.to_arrow()
+        monkeypatch.setattr(fi_corpus.corpus, "OVERLAP_MIN_BYTES", 0)
+        df, t = c.to_pandas(), c.to_arrow()
+        assert df.equals(plain_df) and t.equals(plain_t)
+        assert df.payload.tolist() == [payload(i) for i in range(2000)]
+        assert c.to_pandas(100, 300).stream_id.tolist() == [sid(i) for i in range(100, 300)]
 
 
 def test_json_field_named_like_a_row_column(tmp_path):
