@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
     pkg-config
-    libhdf5-dev hdf5-tools python3-h5py   # HDF5 1.10 (corpus files), h5dump, h5py for interop tests
+    libhdf5-dev hdf5-tools python3-h5py   # HDF5 1.10 (corpus files), h5dump/h5clear, h5py for interop tests
+    python3-venv python3-pip              # scripts/test-python.sh: the fi-corpus package in a venv (PyPI wheels)
     libhiredis-dev redis-server redis-tools  # hiredis 0.14 client, Redis 7 for tests
     nginx haproxy prometheus python3-yaml    # deploy/check-configs.sh: nginx -t, haproxy -c, promtool
     curl                                     # deploy/local-cluster.sh health checks

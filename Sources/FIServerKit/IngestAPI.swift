@@ -3,10 +3,13 @@ import FIPartitioning
 import FIQueue
 import FIStorage
 import Foundation
+import HTTPTypes
 import Hummingbird
+import Instrumentation
 import Logging
 import Metrics
 import Synchronization
+import Tracing
 
 /// The contract's routes (Docs/contract.md §3), independent of how the server is run.
 final class IngestAPI: Sendable {
@@ -29,6 +32,9 @@ final class IngestAPI: Sendable {
     }
 
     static let eventsRoute = "/consultations/{consultation_id}/events"
+    static let traceparent = HTTPField.Name("traceparent")!
+    /// Whether a tracer is bootstrapped: spans are made and their context injected.
+    private let tracing = Traces.isEnabled
 
     func addRoutes(to router: Router<some RequestContext>) {
         router.post(RouterPath(Self.eventsRoute)) { request, context in try await self.postEvent(request, context: context) }
@@ -70,14 +76,27 @@ final class IngestAPI: Sendable {
             throw APIError.backlog(partition: key.rawValue, retryAfter: settings.retryAfterSeconds)
         }
 
-        let fields = [
+        var fields = [
             StreamField(name: "consultation_id", value: Array(consultation.rawValue.utf8)),
             StreamField(name: "event_json", value: Array(buffer.readableBytesView)),
             StreamField(name: "received_at_ms", value: Array(String(Self.nowMilliseconds()).utf8)),
         ]
         let id: StreamEntryID
         do {
-            id = try await queue.append(to: key.streamName, fields: fields)
+            if tracing {
+                // The entry carries the queue span's context: the worker's span continues the trace from it.
+                id = try await withSpan("fi.queue.append", ofKind: .producer) { span in
+                    span.attributes["fi.partition"] = key.rawValue
+                    InstrumentationSystem.instrument.inject(span.context, into: &fields, using: StreamFieldsInjector())
+                    return try await queue.append(to: key.streamName, fields: fields)
+                }
+            } else {
+                // Not tracing here: a client's trace context still travels to the worker as it came.
+                if let parent = request.headers[Self.traceparent], Traces.isValidTraceparent(parent) {
+                    fields.append(StreamField(Traces.field, parent))
+                }
+                id = try await queue.append(to: key.streamName, fields: fields)
+            }
         } catch {
             throw queueFailure(error, operation: "append", logger: context.logger)
         }

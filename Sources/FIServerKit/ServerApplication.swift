@@ -41,6 +41,8 @@ public struct ServerSettings: Sendable {
     public var embeddedWorker = WorkerConfiguration()
     /// On SIGTERM, how long `/health/ready` answers 503 before the server stops accepting.
     public var shutdownDelay: Duration = .zero
+    /// Trace export (off without an endpoint).
+    public var traces = Traces.Settings()
 
     public init() {}
 }
@@ -83,6 +85,8 @@ public enum ServerApplication {
 
         let router = Router()
         router.add(middleware: RequestMiddleware())
+        // A server span per request, continuing the caller's traceparent (only when a tracer is bootstrapped).
+        if Traces.isEnabled { router.add(middleware: TracingMiddleware()) }
         api.addRoutes(to: router)
         CapacityAPI(registry: registry, tokens: tokens).addRoutes(to: router)
         Observability.addRoutes(to: router, registry: registry, readiness: readiness ?? Self.readiness(settings, queue: queue))
@@ -99,7 +103,11 @@ public enum ServerApplication {
     /// Connects (or, embedded, starts in-process workers) and serves until
     /// SIGTERM/SIGINT. Embedded mode then drains: every event answered 202 is
     /// in its corpus before the process exits.
-    public static func run(settings: ServerSettings, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
+    /// - Parameter observability: Services of the executable's own bootstraps (the trace
+    ///   exporter): started first and stopped last, so they see everything.
+    public static func run(
+        settings: ServerSettings, registry: PrometheusCollectorRegistry, observability: [any Service] = [], logger: Logger
+    ) async throws {
         let queue: any EventQueue
         let target = settings.queue ?? .inMemory
         do {
@@ -111,7 +119,7 @@ public enum ServerApplication {
 
         let readiness = Self.readiness(settings, queue: queue)
         let app = try buildApplication(settings: settings, queue: queue, registry: registry, readiness: readiness, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = observability.map { .init(service: $0) }
         if settings.queue == nil {
             var worker = settings.embeddedWorker
             worker.storageRoot = settings.storageRoot

@@ -22,11 +22,13 @@ public enum ServerOptions {
         "shutdown-delay", .double, default: "0", "Seconds /health/ready answers 503 after SIGTERM before fi-server stops accepting")
     public static let logLevel = WorkerOptions.logLevel
     public static let logFormat = WorkerOptions.logFormat
+    public static let otlpEndpoint = WorkerOptions.otlpEndpoint
+    public static let otlpProtocol = WorkerOptions.otlpProtocol
 
     /// Every setting, in `--help` order.
     public static let specs: [OptionSpec] = [
         host, port, redisURL, redisCluster, partitions, storage, maxBodyBytes, maxBacklog, apiTokensFile,
-        shutdownDelay, logLevel, logFormat,
+        shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol,
     ]
 
     /// The settings the resolved options describe, checked.
@@ -46,6 +48,7 @@ public enum ServerOptions {
         try options.check(maxBacklog.name, settings.maxBacklog >= 0, "must not be negative")
         settings.apiTokensFile = options.string(apiTokensFile.name).flatMap { $0.isEmpty ? nil : $0 }
         settings.shutdownDelay = try WorkerOptions.LogSettings.seconds(options, shutdownDelay.name)
+        settings.traces = try WorkerOptions.traces(from: options)
         switch (options.string(redisURL.name), options.string(redisCluster.name)) {
         case (let url?, nil): settings.queue = .redis(url: url)
         case (nil, let cluster?): settings.queue = .cluster(seeds: QueueTarget.seeds(cluster))

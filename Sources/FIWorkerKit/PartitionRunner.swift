@@ -2,9 +2,11 @@ import FIPartitioning
 import FIQueue
 import FIStorage
 import Foundation
+import Instrumentation
 import Logging
 import Metrics
 import Synchronization
+import Tracing
 
 /// Consumes one partition while its lease is held: read a batch → append it
 /// to the corpus → flush (inside `append`) → acknowledge → delete from the
@@ -263,6 +265,7 @@ final class PartitionRunner: Sendable {
         var records: [CorpusRecord] = []
         records.reserveCapacity(batch.count)
         var dead: [(entry: StreamEntry, reason: String, deliveries: Int?)] = []
+        var traced: [(context: ServiceContext, id: StreamEntryID)] = []
         var alreadyStored = 0
         for (entry, deliveries) in batch {
             if let watermark, entry.id <= watermark {
@@ -277,6 +280,7 @@ final class PartitionRunner: Sendable {
                     dead.append((entry, "delivered \(deliveries) times (more than \(configuration.maxDeliveries))", deliveries))
                 } else {
                     records.append(record)
+                    if let context = Traces.context(of: entry) { traced.append((context, entry.id)) }
                 }
             }
         }
@@ -293,7 +297,17 @@ final class PartitionRunner: Sendable {
         if !records.isEmpty {
             guard mayWrite else { throw CancellationError() }
             let started = ContinuousClock.now
+            let spanStart = DefaultTracerClock.now
             let outcome = try await writer.append(records)
+            // Each traced event's span ends here: its rows are flushed and fsynced.
+            for (context, id) in traced {
+                let span = InstrumentationSystem.tracer.startSpan("fi.worker.persist", context: context, ofKind: .consumer, at: spanStart)
+                span.attributes["fi.partition"] = key.rawValue
+                span.attributes["fi.stream_id"] = id.description
+                span.attributes["fi.batch.rows"] = records.count
+                span.attributes["fi.corpus.fsync"] = configuration.store.fsync
+                span.end()
+            }
             progress.batchDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
             progress.persisted.increment(by: outcome.appended)
             progress.recordCommit(rows: outcome.appended)

@@ -75,6 +75,8 @@ public enum WorkerApplication {
         public var httpPort = WorkerOptions.defaultHTTPPort
         /// On SIGTERM, how long `/health/ready` answers 503 before the worker stops.
         public var shutdownDelay: Duration = .zero
+        /// Trace export (off without an endpoint).
+        public var traces = Traces.Settings()
 
         public init(queue: QueueTarget, worker: WorkerConfiguration) {
             self.queue = queue
@@ -89,7 +91,11 @@ public enum WorkerApplication {
 
     /// Connects to the queue (failing at once if it cannot be reached) and
     /// runs until SIGTERM/SIGINT.
-    public static func run(_ settings: Settings, registry: PrometheusCollectorRegistry?, logger: Logger) async throws {
+    /// - Parameter observability: Services of the executable's own bootstraps (the trace
+    ///   exporter): started first and stopped last, so they see everything.
+    public static func run(
+        _ settings: Settings, registry: PrometheusCollectorRegistry?, observability: [any Service] = [], logger: Logger
+    ) async throws {
         let queue: any EventQueue
         do {
             queue = try await settings.queue.connect(logger: logger)
@@ -102,7 +108,7 @@ public enum WorkerApplication {
             ("queue", { await (try? queue.ping()) == nil ? "queue unreachable" : nil }),
             ("storage", Readiness.storage(settings.worker.storageRoot, writable: true)),
         ])
-        var services: [any Service] = [worker]
+        var services: [any Service] = observability + [worker]
         if settings.httpPort != 0, let registry {
             services.append(Observability.endpoint(registry: registry, readiness: readiness, host: settings.httpHost, port: settings.httpPort, logger: logger))
         }

@@ -40,8 +40,12 @@ struct FIServerCommand: AsyncParsableCommand {
         let logger = Logger(label: "fi-server")
         let registry = Observability.bootstrapPrometheus()
         do {
-            try await ServerApplication.run(settings: settings, registry: registry, logger: logger)
+            let exporter = try Traces.bootstrap(settings.traces, serviceName: "fi-server", logger: logger)
+            try await ServerApplication.run(settings: settings, registry: registry, observability: exporter.map { [$0] } ?? [], logger: logger)
         } catch let error as ServerApplication.StartupError {
+            FileHandle.standardError.write(Data("fi-server: error: \(error)\n".utf8))
+            throw ExitCode(1)
+        } catch let error as Traces.ExportError {
             FileHandle.standardError.write(Data("fi-server: error: \(error)\n".utf8))
             throw ExitCode(1)
         }
@@ -85,6 +89,8 @@ struct ServerFlags: ParsableArguments {
     @Option(help: .init(ServerOptions.shutdownDelay.help)) var shutdownDelay: Double?
     @Option(help: .init(ServerOptions.logLevel.help)) var logLevel: String?
     @Option(help: .init(ServerOptions.logFormat.help)) var logFormat: String?
+    @Option(help: .init(ServerOptions.otlpEndpoint.help)) var otlpEndpoint: String?
+    @Option(help: .init(ServerOptions.otlpProtocol.help)) var otlpProtocol: String?
     @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
 
     /// The flags given, by setting name.
@@ -94,6 +100,7 @@ struct ServerFlags: ParsableArguments {
             "partitions": partitions.map(String.init), "storage": storage, "max-body-bytes": maxBodyBytes.map(String.init),
             "max-backlog": maxBacklog.map(String.init), "api-tokens-file": apiTokensFile,
             "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
+            "otlp-endpoint": otlpEndpoint, "otlp-protocol": otlpProtocol,
         ]
         return given.compactMapValues { $0 }
     }

@@ -46,8 +46,12 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "fi-worker")
         let registry = Observability.bootstrapPrometheus()
         do {
-            try await WorkerApplication.run(settings, registry: registry, logger: logger)
+            let exporter = try Traces.bootstrap(settings.traces, serviceName: "fi-worker", logger: logger)
+            try await WorkerApplication.run(settings, registry: registry, observability: exporter.map { [$0] } ?? [], logger: logger)
         } catch let error as WorkerApplication.StartupError {
+            FileHandle.standardError.write(Data("fi-worker: error: \(error)\n".utf8))
+            throw ExitCode(1)
+        } catch let error as Traces.ExportError {
             FileHandle.standardError.write(Data("fi-worker: error: \(error)\n".utf8))
             throw ExitCode(1)
         }
@@ -132,6 +136,8 @@ struct WorkerFlags: ParsableArguments {
     @Option(help: .init(WorkerOptions.shutdownDelay.help)) var shutdownDelay: Double?
     @Option(help: .init(WorkerOptions.logLevel.help)) var logLevel: String?
     @Option(help: .init(WorkerOptions.logFormat.help)) var logFormat: String?
+    @Option(help: .init(WorkerOptions.otlpEndpoint.help)) var otlpEndpoint: String?
+    @Option(help: .init(WorkerOptions.otlpProtocol.help)) var otlpProtocol: String?
     @Option(help: .init(WorkerOptions.segmentMaxBytes.help)) var segmentMaxBytes: String?
     @Option(help: .init(WorkerOptions.segmentMaxAge.help)) var segmentMaxAge: String?
     @Option(help: .init(WorkerOptions.retention.help)) var retention: String?
@@ -145,6 +151,7 @@ struct WorkerFlags: ParsableArguments {
             "lease-ttl-ms": leaseTtlMs.map(String.init), "max-deliveries": maxDeliveries.map(String.init),
             "http-host": httpHost ?? metricsHost, "http-port": (httpPort ?? metricsPort).map(String.init),
             "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
+            "otlp-endpoint": otlpEndpoint, "otlp-protocol": otlpProtocol,
             "segment-max-bytes": segmentMaxBytes, "segment-max-age": segmentMaxAge, "retention": retention,
         ]
         if all { given["all"] = "true" }

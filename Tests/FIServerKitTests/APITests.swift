@@ -77,6 +77,25 @@ struct APITests {
         }
     }
 
+    @Test("a valid traceparent header travels in the stream entry (no tracer here: as it came); a malformed one does not")
+    func traceparentTravels() async throws {
+        let harness = Harness()
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        try await harness.run { client in
+            for header in [valid, "00-zz-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"] {
+                try await client.execute(
+                    uri: "/consultations/c-1/events", method: .post, headers: [HTTPField.Name("traceparent")!: header],
+                    body: ByteBuffer(string: sampleBody)
+                ) { response in
+                    #expect(response.status == .accepted)
+                }
+            }
+            try await harness.queue.createGroup("t", on: "fi:events:site_hospital_a")
+            let entries = try await harness.queue.readGroup("t", consumer: "t", from: "fi:events:site_hospital_a", count: 10)
+            #expect(entries.map { $0[field: "traceparent"] } == [Array(valid.utf8), nil, nil])
+        }
+    }
+
     @Test(
         "no site (absent, null, empty, metadata not an object) routes by MD5 of the consultation id",
         arguments: [#"{}"#, #"{"metadata":{"site_id":null}}"#, #"{"metadata":{"site_id":""}}"#, #"{"metadata":{}}"#, #"{"metadata":[1]}"#]

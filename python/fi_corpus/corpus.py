@@ -16,9 +16,10 @@ import builtins
 import json
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -222,27 +223,22 @@ def _open_h5(path: str, swmr: bool):
         raise CorpusError(f"{path}: cannot open with h5py: {_one_line(err)}") from None
 
 
-class Corpus:
-    """A corpus file opened read-only (SWMR, so a live writer is fine).
+class _Handle:
+    """One open corpus file and its five datasets, shared by every :class:`Corpus` on that file
+    in this process (see :func:`_acquire`)."""
 
-    ``len(corpus)`` is the number of whole rows when it was opened or last refreshed.
-    """
-
-    def __init__(self, path, swmr: bool = True, partition: Optional[str] = None):
-        self.path = os.fspath(path)
-        self.partition = partition
-        self._file, swmr = _open_h5(self.path, swmr)
+    def __init__(self, path: str, swmr: bool):
+        self.path = path
+        self.file, self.swmr = _open_h5(path, swmr)
+        self.refs = 0
         try:
-            self._bind(swmr)
+            self._bind()
         except BaseException:
-            self._file.close()
+            self.file.close()
             raise
-        self._swmr = swmr
-        self._n = 0
-        self.refresh()
 
-    def _bind(self, swmr: bool) -> None:
-        events = self._file.get("events")
+    def _bind(self) -> None:
+        events = self.file.get("events")
         missing = [n for n in (*ROW_COLUMNS, "payload")
                    if events is None or not isinstance(events.get(n), h5py.Dataset)]
         if missing:
@@ -252,13 +248,114 @@ class Corpus:
                     "yet); try again in a moment")
             what = "no /events group" if events is None else "no /events/" + ", /events/".join(missing)
             raise NotACorpusError(f"{self.path} is not an FI corpus file ({what})")
-        self._cols = {name: events[name] for name in ROW_COLUMNS}
-        self._payload = events["payload"]
-        for name, ds in (*self._cols.items(), ("payload", self._payload)):
+        self.cols = {name: events[name] for name in ROW_COLUMNS}
+        self.payload = events["payload"]
+        for name, ds in (*self.cols.items(), ("payload", self.payload)):
             if ds.ndim != 1 or ds.dtype != _DTYPES[name]:
                 raise NotACorpusError(
                     f"{self.path} is not an FI corpus file (/events/{name} is {ds.dtype}, "
                     f"{ds.ndim}-D; the contract says {_DTYPES[name]}, 1-D)")
+
+
+_HANDLES: Dict[str, _Handle] = {}
+_HANDLES_LOCK = threading.Lock()  # guards _HANDLES and refs; never held across an h5py call
+_DEFERRED: List[_Handle] = []  # released by Corpus.__del__, closed at the next acquire/release
+
+
+def _acquire(path: str, swmr: bool) -> _Handle:
+    """The process's one SWMR handle on ``path`` (opened on first use, counted).
+
+    Two HDF5 handles on one file in one process share HDF5's state of that file, and a SWMR
+    reader's refresh then stops being reliable: in our tests a follow() running while the same
+    process opened and closed the file again read rows whose payload came from one chunk
+    earlier (the chunk index it used was stale). So every Corpus on a file shares one handle
+    and one set of datasets; a refresh by any of them refreshes them for all.
+    """
+    _close_deferred()
+    if not swmr:
+        h = _Handle(path, False)
+        h.refs = 1
+        return h
+    key = os.path.realpath(path)
+    with _HANDLES_LOCK:
+        h = _HANDLES.get(key)
+        if h is not None:
+            h.refs += 1
+            return h
+    fresh = _Handle(path, True)  # opened outside the lock (h5py has its own)
+    with _HANDLES_LOCK:
+        h = _HANDLES.get(key)
+        if h is None:
+            h = fresh
+            if h.swmr:  # a non-SWMR fallback (file already open without SWMR) is not shared
+                _HANDLES[key] = h
+            fresh = None
+        h.refs += 1
+    if fresh is not None:  # another thread opened it meanwhile
+        fresh.file.close()
+    return h
+
+
+def _release(h: _Handle) -> None:
+    with _HANDLES_LOCK:
+        h.refs -= 1
+        if h.refs > 0:
+            return
+        key = os.path.realpath(h.path)
+        if _HANDLES.get(key) is h:
+            del _HANDLES[key]
+    if h.file.id.valid:
+        h.file.close()
+    _close_deferred()
+
+
+def _close_deferred() -> None:
+    while _DEFERRED:
+        try:
+            h = _DEFERRED.pop()
+        except IndexError:
+            return
+        _release(h)
+
+
+class Corpus:
+    """A corpus file opened read-only (SWMR, so a live writer is fine).
+
+    ``len(corpus)`` is the number of whole rows when it was opened or last refreshed. Corpus
+    objects on the same file in one process share one HDF5 handle (see :func:`_acquire`);
+    do not open the file with h5py as well while you follow it.
+    """
+
+    def __init__(self, path, swmr: bool = True, partition: Optional[str] = None):
+        self.path = os.fspath(path)
+        self.partition = partition
+        self._h: Optional[_Handle] = _acquire(self.path, swmr)
+        self._swmr = self._h.swmr
+        self._n = 0
+        self._indexed_chunks: Dict[str, int] = {}
+        try:
+            self.refresh()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def _file(self) -> h5py.File:
+        if self._h is None:
+            raise CorpusError(f"{self.path}: the corpus is closed")
+        return self._h.file
+
+    @property
+    def _cols(self) -> Dict[str, h5py.Dataset]:
+        if self._h is None:
+            raise CorpusError(f"{self.path}: the corpus is closed")
+        return self._h.cols
+
+    @property
+    def _payload(self) -> h5py.Dataset:
+        if self._h is None:
+            raise CorpusError(f"{self.path}: the corpus is closed")
+        return self._h.payload
 
     # -- size -----------------------------------------------------------------
     def refresh(self) -> int:
@@ -284,8 +381,54 @@ class Corpus:
                 n -= 1
                 continue
             break
+        if self._swmr:
+            n = self._indexed_rows(n)
         self._n = n
         return n
+
+    def _indexed_rows(self, n: int) -> int:
+        """Lower n to the rows whose cells and payload bytes lie in chunks this handle's chunk
+        index knows.
+
+        A guard: a SWMR reader whose view of the chunk index lags its view of the extents (we saw
+        it when a second handle on the file was open in the same process, see :func:`_acquire`)
+        gets stale bytes from HDF5 for a chunk it does not know, not an error. Such rows are not
+        counted until a refresh shows their chunk. At open only each dataset's last chunk is
+        checked; on refresh, the chunks from the one checked last to the end.
+        """
+        if n == 0 or not hasattr(self._payload.id, "get_chunk_info_by_coord"):
+            return n
+        for name, ds in self._cols.items():
+            n = min(n, self._indexed_prefix(name, ds, n))
+        end = int(self._cols["payload_end"][n - 1]) if n else 0
+        indexed = self._indexed_prefix("payload", self._payload, end)
+        if indexed < end:  # the rows whose bytes end inside the indexed prefix
+            lo, hi = 0, n
+            ends = self._cols["payload_end"]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if int(ends[mid]) <= indexed:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            n = lo
+        return n
+
+    def _indexed_prefix(self, name: str, ds: h5py.Dataset, length: int) -> int:
+        if length <= 0:
+            return length
+        chunk = ds.chunks[0]
+        last = (length - 1) // chunk
+        # From the chunk checked last (again: a restarted writer may have rewritten it) to the
+        # end; at open only the last chunk — a fresh handle's index is current.
+        k = max(0, self._indexed_chunks.get(name, last + 1) - 1)
+        while k <= last:
+            if ds.id.get_chunk_info_by_coord((k * chunk,)).byte_offset is None:
+                self._indexed_chunks[name] = k
+                return min(length, k * chunk)
+            k += 1
+        self._indexed_chunks[name] = last + 1
+        return length
 
     def __len__(self) -> int:
         return self._n
@@ -542,10 +685,20 @@ class Corpus:
 
     # -- lifecycle ------------------------------------------------------------
     def close(self) -> None:
-        self._file.close()
+        if self._h is not None:
+            h, self._h = self._h, None
+            _release(h)
 
     def __enter__(self) -> "Corpus":
         return self
+
+    def __del__(self) -> None:
+        # A Corpus dropped without close(): its handle is released at the next open or close
+        # (not here: __del__ may run inside the garbage collector, at any point of any thread).
+        h = getattr(self, "_h", None)
+        if h is not None:
+            self._h = None
+            _DEFERRED.append(h)
 
     def __exit__(self, *exc) -> None:
         self.close()

@@ -29,6 +29,13 @@ sys.path.insert(0, str(TESTS))
 BASE_MS = 1_700_000_000_000
 
 
+def have(*modules: str) -> bool:
+    """Whether the optional modules are importable (pandas and pyarrow come with the extras; a
+    Debian python3-h5py run has neither, and the parts of a test that need them are left out)."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def bin_dir() -> Path:
     return Path(os.environ.get("FI_BIN_DIR") or REPO / ".build" / "debug")
 
@@ -269,14 +276,29 @@ print(n)
 """
 
 
+RAW_LENGTHS = r"""
+import sys, json, h5py
+with h5py.File(sys.argv[1], "r", swmr=True, locking=False) as f:
+    e = f["events"]
+    lens = [len(e[n]) for n in ("consultation_id", "stream_id", "received_at_ms", "payload_end")]
+    last = int(e["payload_end"][lens[3] - 1]) if lens[3] else 0
+    print(json.dumps(lens + [len(e["payload"]), last]))
+"""
+
+
 def raw_lengths(path) -> Tuple[int, ...]:
-    """Lengths of the four row columns and of payload, and payload_end's last value."""
-    import h5py
-    with h5py.File(path, "r", swmr=True, locking=False) as f:
-        e = f["events"]
-        lens = tuple(len(e[n]) for n in ("consultation_id", "stream_id", "received_at_ms", "payload_end"))
-        last = int(e["payload_end"][lens[3] - 1]) if lens[3] else 0
-        return lens + (len(e["payload"]), last)
+    """Lengths of the four row columns and of payload, and payload_end's last value — read in
+    another process: a second handle on a file this process has open shares HDF5's state."""
+    out = subprocess.run([sys.executable, "-c", RAW_LENGTHS, str(path)], check=True, capture_output=True,
+                         text=True, timeout=60)
+    return tuple(json.loads(out.stdout))
+
+
+def whole_rows(path) -> int:
+    """Whole rows of a corpus file as a fresh process reads them (see raw_lengths)."""
+    out = subprocess.run([sys.executable, "-c", "import sys, fi_corpus; print(len(fi_corpus.open(sys.argv[1])))",
+                          str(path)], check=True, capture_output=True, text=True, timeout=60)
+    return int(out.stdout)
 
 
 def tear_tail(path) -> int:

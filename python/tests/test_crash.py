@@ -8,7 +8,7 @@ import pytest
 
 import fi_corpus
 
-from conftest import check_crash_row, crash_stream_id, raw_lengths, read_acks, tear_tail
+from conftest import have, check_crash_row, crash_stream_id, raw_lengths, read_acks, tear_tail, whole_rows
 
 
 def check_all(rows, start=0):
@@ -39,7 +39,7 @@ def test_killed_writer_leaves_a_readable_file(tmp_path, crash_writers, seed, fsy
         assert cols.stream_id[-1].decode() == crash_stream_id(n - 1)
         assert int(cols.payload_offsets[-1]) == c.payload_bytes
     assert store.row_counts() == {"site_crash": n}
-    if pytest.importorskip("pandas") and pytest.importorskip("pyarrow"):
+    if have("pandas", "pyarrow"):
         df = store.to_pandas("site_crash")
         assert len(df) == n and df.stream_id.iloc[-1] == crash_stream_id(n - 1)
         assert df.payload.iloc[n // 2] == rows[n // 2].payload
@@ -92,11 +92,16 @@ def test_follow_a_live_writer(tmp_path, crash_writers):
     check_all(got)  # consecutive stream ids from row 0: none repeated, none skipped, all whole
 
 
-def test_follow_survives_a_writer_restart_and_a_torn_tail(tmp_path, crash_writers):
+@pytest.mark.parametrize("reopen_after", [60.0, 0.5])
+def test_follow_survives_writer_restarts_and_a_torn_tail(tmp_path, crash_writers, reopen_after):
     """kill -9 the writer, start it again on the same file (it recovers the torn tail and goes
-    on), twice, while follow() runs in another thread: one unbroken, exact sequence of rows.
+    on), three times, while follow() runs in another thread: one unbroken, exact sequence of rows.
     Random kills rarely land inside a flush, so after the first kill the tail is torn by hand
-    (half of the next row written, as a crash inside a batch leaves it)."""
+    (half of the next row written, as a crash inside a batch leaves it).
+
+    Before a reader reopened the file on a writer restart, this scenario without idle reopens
+    (reopen_after=60) yielded, in about one run in four, rows whose payload came from one chunk
+    earlier (a stale chunk index); reopen_after=0.5 reopens during each restart's pause."""
     root = tmp_path / "store"
     corpus = root / "site_r" / "corpus.h5"
     ack = tmp_path / "ack"
@@ -110,7 +115,7 @@ def test_follow_survives_a_writer_restart_and_a_torn_tail(tmp_path, crash_writer
     def consume():
         try:
             for row in store.follow("site_r", poll_interval=0.02, timeout=120, stop=stop.is_set,
-                                    reopen_after=0.5):
+                                    reopen_after=reopen_after):
                 got.append(row)
         except BaseException as err:  # noqa: BLE001 - reported by the test thread
             errors.append(err)
@@ -118,7 +123,7 @@ def test_follow_survives_a_writer_restart_and_a_torn_tail(tmp_path, crash_writer
     t = threading.Thread(target=consume, daemon=True)
     t.start()
     restarts = torn_tails = 0
-    for seed in (22, 23):
+    for seed in (22, 23, 24):
         target = read_acks(ack)[-1][0] + 300
         w.wait_acked_rows(target, timeout=60)
         w.kill()
@@ -130,16 +135,14 @@ def test_follow_survives_a_writer_restart_and_a_torn_tail(tmp_path, crash_writer
             lens = raw_lengths(corpus)
             assert lens[:2] == (whole + 1, whole + 1) and lens[2:4] == (whole, whole), lens
             assert lens[4] > lens[5], lens  # payload longer than the last payload_end
-            with store.open("site_r") as c:
-                assert len(c) == whole >= killed_at
+            assert whole_rows(corpus) == whole >= killed_at
             time.sleep(0.3)  # follow() polls the torn file
             torn_tails += 1
         w = crash_writers(corpus, ack, seed, seed % 2 == 0)
         w.wait_acked_rows(killed_at + 500, timeout=60)
     w.kill()
     final_ack = read_acks(ack)[-1][0]
-    with store.open("site_r") as c:
-        final = len(c)
+    final = whole_rows(corpus)
     assert final >= final_ack
     deadline = time.monotonic() + 60
     while len(got) < final and time.monotonic() < deadline and t.is_alive():
@@ -147,6 +150,84 @@ def test_follow_survives_a_writer_restart_and_a_torn_tail(tmp_path, crash_writer
     stop.set()
     t.join(timeout=30)
     assert not errors, errors
-    assert restarts == 2 and torn_tails == 1
+    assert restarts == 3 and torn_tails == 1
     assert len(got) == final, f"followed {len(got)} rows, the file has {final}"
     check_all(got)
+
+
+def test_a_handle_kept_open_across_writer_restarts(tmp_path, crash_writers):
+    """One Corpus kept open and refreshed while the writer is killed and restarted twice: it
+    reopens itself on each restart, and every row it reads is exact."""
+    root = tmp_path / "store"
+    corpus = root / "site_k" / "corpus.h5"
+    ack = tmp_path / "ack"
+    w = crash_writers(corpus, ack, 31, False)
+    w.wait_acked_rows(300)
+    with fi_corpus.open(corpus) as c:
+        seen = 0
+        for seed in (32, 33):
+            w.wait_acked_rows(read_acks(ack)[-1][0] + 400, timeout=60)
+            w.kill()
+            killed_at = read_acks(ack)[-1][0]
+            w = crash_writers(corpus, ack, seed, False)
+            t_end = time.monotonic() + 3
+            while time.monotonic() < t_end:  # read the new rows as they come, 3 s
+                n = c.refresh()
+                check_all(list(c.rows(seen, n)), seen)
+                seen = n
+                time.sleep(0.01)
+            assert seen > killed_at
+        w.kill()
+        time.sleep(0.1)
+        n = c.refresh()
+        check_all(list(c.rows(seen, n)), seen)
+        assert n == whole_rows(corpus) >= read_acks(ack)[-1][0]
+
+
+def test_follow_while_the_same_process_reads_the_file(tmp_path, crash_writers):
+    """follow() in one thread while the main thread opens and reads the same partition (as a
+    dashboard does), and the writer (no fsync, fsync, no fsync) is killed and restarted twice.
+    Three rounds. When each Corpus had its own HDF5 handle, about one round in five yielded rows
+    whose payload came from one chunk earlier: two handles on one file in one process left the
+    follower's chunk index stale. Now all share one handle (fi_corpus.corpus._acquire)."""
+    for round_ in range(3):
+        root = tmp_path / f"store{round_}"
+        corpus = root / "site_q" / "corpus.h5"
+        ack = tmp_path / f"ack{round_}"
+        w = crash_writers(corpus, ack, 21, False)
+        w.wait_acked_rows(200)
+        store = fi_corpus.open_store(root)
+        got, errors, stop = [], [], threading.Event()
+
+        def consume():
+            try:
+                for row in store.follow("site_q", poll_interval=0.02, timeout=90, stop=stop.is_set,
+                                        reopen_after=1e9):
+                    got.append(row)
+            except BaseException as err:  # noqa: BLE001 - reported by the test thread
+                errors.append(err)
+
+        t = threading.Thread(target=consume, daemon=True)
+        t.start()
+        for seed in (22, 23):
+            w.wait_acked_rows(read_acks(ack)[-1][0] + 300, timeout=60)
+            assert store.row_counts()["site_q"] > 0  # the same file, opened again in this process
+            w.kill()
+            killed_at = read_acks(ack)[-1][0]
+            time.sleep(0.3)
+            w = crash_writers(corpus, ack, seed, seed % 2 == 0)
+            w.wait_acked_rows(killed_at + 500, timeout=60)
+            with store.open("site_q") as c:
+                check_all(list(c.rows(max(0, len(c) - 50))), max(0, len(c) - 50))
+        w.kill()
+        with store.open("site_q") as c:
+            final = len(c)
+        deadline = time.monotonic() + 30
+        while len(got) < final and time.monotonic() < deadline and t.is_alive():
+            time.sleep(0.05)
+        stop.set()
+        t.join(timeout=30)
+        assert not errors, errors
+        assert final == whole_rows(corpus)
+        assert len(got) == final, (round_, len(got), final)
+        check_all(got)

@@ -14,6 +14,7 @@ import pytest
 import fi_corpus
 from fi_corpus.corpus import Columns
 
+from conftest import have
 from h5writer import CorpusFileWriter, _write, write_corpus
 
 BASE = 1_700_000_000_000
@@ -209,7 +210,7 @@ def test_empty_rows_and_empty_file(tmp_path):
     with fi_corpus.open(empty) as c:
         assert len(c) == 0 and list(c) == [] and c.received_range() is None
         assert len(c.columns()) == 0
-        if pytest.importorskip("pandas"):
+        if have("pandas", "pyarrow"):
             assert len(c.to_pandas()) == 0
 
 
@@ -256,7 +257,7 @@ def test_reading_rule_returns_whole_rows_only(tmp_path, cut):
             check_row(r, i)
         if cut == "payload-short":
             assert rows[123] == fi_corpus.Row("c-x", sid(123), 1, b"x" * 10)
-        if pytest.importorskip("pandas"):
+        if have("pandas", "pyarrow"):
             assert len(c.to_pandas()) == whole
 
 
@@ -385,7 +386,7 @@ def test_store_partitions_and_consultation(tmp_path):
     numbers = [int(k.split("_")[1]) for k in keys if k.startswith("partition_")]
     assert inferred.partitions == max([3] + [n + 1 for n in numbers])
     # The whole store at once.
-    if pytest.importorskip("pandas"):
+    if have("pandas", "pyarrow"):
         df = store.to_pandas()
         assert len(df) == 41 and set(df.partition) == set(keys)
         assert store.to_arrow().num_rows == 41

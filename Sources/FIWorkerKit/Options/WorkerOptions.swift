@@ -33,6 +33,9 @@ public enum WorkerOptions {
     public static let logLevel = OptionSpec(
         "log-level", .string, default: "info", "Log level: trace, debug, info, notice, warning, error, critical")
     public static let logFormat = OptionSpec("log-format", .string, default: "text", "Log format: text, or json (one object per line)")
+    public static let otlpEndpoint = OptionSpec(
+        "otlp-endpoint", .string, default: nil, "Export traces over OTLP/HTTP to this endpoint, e.g. http://collector:4318 (off when unset)")
+    public static let otlpProtocol = OptionSpec("otlp-protocol", .string, default: "http/protobuf", "OTLP encoding: http/protobuf or http/json")
     public static let segmentMaxBytes = OptionSpec(
         "segment-max-bytes", .string, default: "1GiB", "Close a partition's corpus segment at the first batch boundary once its file is this large (e.g. 512MiB; 0: no limit)")
     public static let segmentMaxAge = OptionSpec(
@@ -43,7 +46,7 @@ public enum WorkerOptions {
     /// Every setting, in `--help` order.
     public static let specs: [OptionSpec] = [
         redisURL, redisCluster, all, storage, group, consumer, batchSize, claimIdleMs, leaseTTLMs, maxDeliveries,
-        httpHost, httpPort, shutdownDelay, logLevel, logFormat, segmentMaxBytes, segmentMaxAge, retention,
+        httpHost, httpPort, shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol, segmentMaxBytes, segmentMaxAge, retention,
     ]
 
     /// The run-time defaults: the consumer name carries this host's name.
@@ -100,7 +103,19 @@ public enum WorkerOptions {
         try options.check(httpPort.name, (0...65535).contains(port), "must be 0…65535")
         settings.httpPort = port
         settings.shutdownDelay = try LogSettings.seconds(options, shutdownDelay.name)
+        settings.traces = try traces(from: options)
         return (settings, logging)
+    }
+
+    /// The trace export, checked.
+    public static func traces(from options: ResolvedOptions) throws(OptionError) -> Traces.Settings {
+        var traces = Traces.Settings(endpoint: options.string(otlpEndpoint.name).flatMap { $0.isEmpty ? nil : $0 })
+        traces.protocol = options.string(otlpProtocol.name)!
+        try options.check(otlpProtocol.name, ["http/protobuf", "http/json"].contains(traces.protocol), "http/protobuf or http/json")
+        if let endpoint = traces.endpoint {
+            try options.check(otlpEndpoint.name, endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://"), "an http:// or https:// URL")
+        }
+        return traces
     }
 
     /// The queue: `--redis-url`, or `--redis-cluster`, or Redis on localhost.
