@@ -27,6 +27,14 @@ import Glibc
 let arguments = CommandLine.arguments
 let logger = Logger(label: "crash-writer", factory: { _ in SwiftLogNoOpLogHandler() })
 
+// If the test that started this child dies (it is killed, or traps), stop too: an orphaned
+// writer would append for ever.
+let parent = getppid()
+Thread.detachNewThread {
+    while getppid() == parent { usleep(200_000) }
+    exit(5)
+}
+
 /// `crash=<point>:<n>`: SIGKILL at the n-th time the point is reached.
 if let crash = arguments.first(where: { $0.hasPrefix("crash=") }) {
     let spec = crash.dropFirst("crash=".count).split(separator: ":")
