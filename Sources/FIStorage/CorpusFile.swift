@@ -39,7 +39,11 @@ struct CorpusColumns {
     /// Uncompressed datasets get no chunk cache, so a batch's write goes
     /// straight to its place in the file (measured fastest; see Docs/storage.md);
     /// a compressed payload keeps a cache big enough for its chunk.
-    static func open(file: HDF5Handle, path: String) throws -> CorpusColumns {
+    ///
+    /// - Parameter noChunkCacheInFile: the file was opened with no raw-data
+    ///   chunk cache (a reader's `H5Pset_cache`), so an unfiltered dataset is
+    ///   opened once instead of twice.
+    static func open(file: HDF5Handle, path: String, noChunkCacheInFile: Bool = false) throws -> CorpusColumns {
         guard H5Lexists(file.id, CorpusLayout.group, CHDF5_P_DEFAULT()) > 0 else {
             throw StorageError(code: .corrupt, message: "\(path) has no /\(CorpusLayout.group) group; not a corpus file (Docs/contract.md §5)")
         }
@@ -68,12 +72,18 @@ struct CorpusColumns {
             guard chunkRank == 1, chunk >= 1, chunk <= 1 << 32 else {
                 throw StorageError(code: .corrupt, message: "/events/\(name) in \(path) is not a chunked 1-D dataset")
             }
-            let dapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_DATASET_ACCESS()), .plist, "H5Pcreate(dapl)")
-            let chunkBytes = Int(chunk) * type.elementSize
-            let cacheBytes = filters > 0 ? max(2 * chunkBytes, 1 << 20) : 0
-            try HDF5Library.check(H5Pset_chunk_cache(dapl.id, 521, cacheBytes, 1.0), "H5Pset_chunk_cache(\(name))")
-            probe.close()
-            let handle = try HDF5Handle.make(H5Dopen2(group.id, name, dapl.id), .dataset, "H5Dopen2(/events/\(name)) in \(path)")
+            let handle: HDF5Handle
+            if filters > 0 || !noChunkCacheInFile {
+                // The chunk cache is set when a dataset is opened: open it again with the right one.
+                let dapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_DATASET_ACCESS()), .plist, "H5Pcreate(dapl)")
+                let chunkBytes = Int(chunk) * type.elementSize
+                let cacheBytes = filters > 0 ? max(2 * chunkBytes, 1 << 20) : 0
+                try HDF5Library.check(H5Pset_chunk_cache(dapl.id, 521, cacheBytes, 1.0), "H5Pset_chunk_cache(\(name))")
+                probe.close()
+                handle = try HDF5Handle.make(H5Dopen2(group.id, name, dapl.id), .dataset, "H5Dopen2(/events/\(name)) in \(path)")
+            } else {
+                handle = probe  // already without a chunk cache: the file was opened with none
+            }
             let column = try Column(name: name, type: type, handle: handle, chunkLength: Int(chunk), filtered: filters > 0, deflateLevel: deflateLevel)
             try column.verifyType()
             return column

@@ -218,7 +218,7 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
             let file = try HDF5Handle.make(
                 H5Fopen(path, CHDF5_F_ACC_RDONLY() | CHDF5_F_ACC_SWMR_READ(), fapl.id), .file,
                 "H5Fopen(\(path), RDONLY|SWMR_READ)")
-            return try CorpusColumns.open(file: file, path: path)
+            return try CorpusColumns.open(file: file, path: path, noChunkCacheInFile: true)
         }
     }
 

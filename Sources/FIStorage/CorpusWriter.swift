@@ -250,6 +250,8 @@ public enum CorpusEvent: Sendable {
     /// A closed segment was recorded in the manifest with its checksum
     /// (in the background: `duration` covers the SHA-256 and the manifest write).
     case segmentRecorded(file: String, rows: Int, duration: Duration)
+    /// The next segment was created for a batch (the second half of a roll, on the append path).
+    case segmentOpened(file: String, duration: Duration)
     /// Retention deleted whole closed segments.
     case segmentsDeleted(files: [String], rows: Int)
     /// Recording a closed segment or applying retention failed; it is retried later.
@@ -430,9 +432,11 @@ final class PartitionEngine: WriterEngine, @unchecked Sendable {
             // A segment is named after the first stream id it holds.
             let name = SegmentName.name(first: first)
             let now = options.clock.nowMs()
+            let started = ContinuousClock.now
             active = try SegmentWriter(path: directory.file(name), options: options, logger: logger, createdAtMs: now)
             activeName = name
             activeCreatedMs = now
+            options.events?(.segmentOpened(file: name, duration: ContinuousClock.now - started))
         }
         let outcome = try active!.write(records, selection)
         raise(to: active!.lastStreamID)
@@ -553,6 +557,8 @@ final class Sealer: Sendable {
     /// How long the background sealer waits for the manifest lock (an erasure
     /// may hold it) before it gives up until the next kick.
     static let backgroundLockWait: Duration = .seconds(2)
+    /// How much lower the background pass runs (nice).
+    static let backgroundNice: Int32 = 10
 
     init(directory: PartitionDirectory, options: CorpusWriter.Options, logger: Logger) {
         self.directory = directory
@@ -600,6 +606,10 @@ final class Sealer: Sendable {
     }
 
     private func pass(wait: Duration) {
+        // Checksums are CPU work off the append path: let appends win when cores are busy.
+        let nice = CHDF5_thread_nice()
+        _ = CHDF5_set_thread_nice(min(19, nice + Self.backgroundNice))
+        defer { _ = CHDF5_set_thread_nice(nice) }
         do {
             try sealAll(wait: wait)
             let cut = state.withLock { state -> Int64? in

@@ -59,6 +59,9 @@ final class PartitionProgress: Sendable {
         case .segmentRecorded(let file, _, let duration):
             recordDuration.recordNanoseconds(duration.nanoseconds)
             logger.debug("corpus segment recorded in the manifest", metadata: ["fi.segment": "\(file)", "fi.duration": "\(duration)"])
+        case .segmentOpened(let file, let duration):
+            rollDuration.recordNanoseconds(duration.nanoseconds)
+            logger.debug("corpus segment opened", metadata: ["fi.segment": "\(file)", "fi.duration": "\(duration)"])
         case .segmentsDeleted(let files, let rows):
             retentionDeleted.increment(by: files.count)
             logger.notice("retention deleted corpus segments", metadata: ["fi.segments": "\(files.joined(separator: ","))", "fi.rows": "\(rows)"])

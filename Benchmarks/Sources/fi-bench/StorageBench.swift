@@ -203,7 +203,7 @@ enum StorageBench {
         let records = makeRecords(events, payloadBytes: 1024)
         let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
         var rates: [String: [Double]] = [:]
-        var closes: [Duration] = [], records_: [Duration] = [], rolls = 0
+        var closes: [Duration] = [], opens: [Duration] = [], records_: [Duration] = [], rolls = 0
         for _ in 0..<rounds {
             for mode in ["file", "rolling-off", "rolling-on"] {
                 let dir = "/tmp/fi-bench-segments-\(getpid())"
@@ -229,6 +229,7 @@ enum StorageBench {
                     switch event {
                     case .segmentClosed(_, _, _, _, let duration): closes.append(duration); rolls += 1
                     case .segmentRecorded(_, _, let duration): records_.append(duration)
+                    case .segmentOpened(_, let duration) where mode == "rolling-on": opens.append(duration)
                     default: break
                     }
                 }
@@ -240,9 +241,10 @@ enum StorageBench {
         print("RESULT bench=storage-segments events=\(events) batch=\(batch) fsync=yes segment_mib=\(segmentMiB) rounds=\(rounds) "
               + "file_events_per_s=\(Int(today)) rolling_off_events_per_s=\(Int(off)) rolling_on_events_per_s=\(Int(on)) "
               + "rolling_on_over_file=\(String(format: "%.3f", on / today)) rolling_off_over_file=\(String(format: "%.3f", off / today))")
-        let sortedCloses = closes.sorted(), sortedRecords = records_.sorted()
+        let sortedCloses = closes.sorted(), sortedRecords = records_.sorted(), sortedOpens = opens.sorted()
         if !sortedCloses.isEmpty {
             print("RESULT bench=storage-roll rolls=\(rolls) close_ms_median=\(ms(sortedCloses[sortedCloses.count / 2])) close_ms_max=\(ms(sortedCloses.last!)) "
+                  + "open_next_ms_median=\(sortedOpens.isEmpty ? "-" : ms(sortedOpens[sortedOpens.count / 2])) open_next_ms_max=\(sortedOpens.last.map(ms) ?? "-") "
                   + "checksum_and_manifest_ms_median=\(sortedRecords.isEmpty ? "-" : ms(sortedRecords[sortedRecords.count / 2])) "
                   + "checksum_and_manifest_ms_max=\(sortedRecords.last.map(ms) ?? "-") segment_mib=\(segmentMiB)")
         }
