@@ -130,6 +130,28 @@ enum POSIX {
         try dataSync(fd: fd, path: path)
     }
 
+    /// The whole contents of `path`, or `nil` if it does not exist (a file
+    /// replaced by rename meanwhile is read whole, old or new).
+    static func readFile(_ path: String) throws -> Data? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw StorageError(code: .io, message: "open \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { Glibc.close(fd) }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StorageError(code: .io, message: "read \(path): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { return data }
+            data.append(contentsOf: buffer[0..<n])
+        }
+    }
+
     /// Appends one line to `path` (created if missing) and syncs it.
     static func appendLineSynced(_ line: String, to path: String) throws {
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)

@@ -170,13 +170,7 @@ struct PartitionDirectory: Sendable {
     /// - Throws: `.corrupt` if it exists but cannot be read as one.
     func readManifest() throws -> Manifest? {
         let url = URL(fileURLWithPath: file(SegmentName.manifest))
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            if !FileManager.default.fileExists(atPath: url.path) { return nil }
-            throw StorageError(code: .io, message: "cannot read \(url.path): \(error.localizedDescription)")
-        }
+        guard let data = try POSIX.readFile(url.path) else { return nil }
         do {
             let manifest = try JSONDecoder().decode(Manifest.self, from: data)
             guard manifest.layout == 2 else {
