@@ -22,7 +22,7 @@ public struct WorkerConfiguration: Sendable {
     /// with one flush + sync (group commit): the sync, not the rows, is what
     /// a commit costs. Nothing is acknowledged before the sync that covers it.
     /// 16 × 256 entries of 1 KB is a 4 MB commit: drains 100,000 entries at
-    /// 164k–176k/s here against 129k–146k/s with 4 (Docs/benchmarks.md).
+    /// 164k–176k/s here against 129k–146k/s with 4 (Docs/benchmarks-log.md).
     public var commitBatches = 16
     /// Pending entries of *other* consumers are claimed once a partition has
     /// been held this long (theirs have been idle at least as long).

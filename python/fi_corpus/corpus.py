@@ -309,6 +309,18 @@ def _release(h: _Handle) -> None:
     _close_deferred()
 
 
+def _forget_handles_in_child() -> None:
+    # A forked child must not use the parent's HDF5 handles: it opens its own.
+    global _HANDLES_LOCK
+    _HANDLES.clear()
+    _DEFERRED.clear()
+    _HANDLES_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_handles_in_child)
+
+
 def _close_deferred() -> None:
     while _DEFERRED:
         try:

@@ -448,3 +448,28 @@ def test_follow_h5py_writer(tmp_path):
         next(store.follow("site_a", poll_interval=0))
     with pytest.raises(fi_corpus.PartitionNotFoundError):
         next(store.follow("site_b", timeout=1))
+
+
+def test_corpora_on_one_file_share_one_handle_and_a_forked_child_opens_its_own(corpus_path):
+    import multiprocessing
+    from fi_corpus import corpus as fc
+    a = fi_corpus.open(corpus_path)
+    b = fi_corpus.open(str(corpus_path))
+    assert a._h is b._h and a._h.refs == 2
+    a.close()
+    assert b._h.refs == 1 and len(b) == 2000 and b.row(5).stream_id == sid(5)
+    c = fi_corpus.open(corpus_path)
+    del c  # dropped without close(): released at the next open or close
+    if hasattr(os, "fork"):
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            assert pool.apply(_rows_in_child, (str(corpus_path),)) == (2000, sid(1999))
+    b.close()
+    d = fi_corpus.open(corpus_path)
+    d.close()
+    assert os.path.realpath(corpus_path) not in fc._HANDLES
+
+
+def _rows_in_child(path):
+    with fi_corpus.open(path) as c:
+        return len(c), c.row(len(c) - 1).stream_id
