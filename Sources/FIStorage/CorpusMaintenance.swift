@@ -119,7 +119,12 @@ public enum CorpusMaintenance {
         do {
             let own = try await CorpusWriter.open(directory: directory, options: writerOptions, logger: logger)
             writer = own
-            try await own.roll()
+            do {
+                try await own.roll()
+            } catch {
+                try? await own.close()
+                throw error
+            }
             roll = "by this process"
         } catch let error as StorageError where error.code == .locked && error.message.contains(SegmentName.writerLock) {
             // A writer is running: which of our rows has it not closed yet?
@@ -282,6 +287,9 @@ public enum CorpusMaintenance {
         public var problems: [String]
         /// Segments not checked: the one being written (and any closed but not yet recorded).
         public var unchecked: [String]
+        /// Work in progress seen, not damage: an erasure or deletion under way (or interrupted, and
+        /// finished by the next writer or erasure).
+        public var notes: [String] = []
         public var damaged: [SegmentCheck] { segments.filter { !$0.ok } }
         public var ok: Bool { problems.isEmpty && damaged.isEmpty }
     }
@@ -303,7 +311,7 @@ public enum CorpusMaintenance {
             }
             let manifest = snapshot.manifest
             if !manifest.deleting.isEmpty {
-                report.problems.append("segments waiting to be deleted (the next writer or erasure finishes it): \(manifest.deleting.joined(separator: ", "))")
+                report.notes.append("being deleted: \(manifest.deleting.joined(separator: ", "))")
             }
             let newestClosed = manifest.segments.map(\.file).max(by: SegmentName.precedes)
             for name in snapshot.unlisted {
@@ -314,7 +322,17 @@ public enum CorpusMaintenance {
                 }
             }
             for entry in manifest.segments {
-                report.segments.append(check(entry, in: partition, logger: logger))
+                if entry.replacement != nil {
+                    report.notes.append("\(entry.file): being rewritten by an erasure (or one was interrupted: the next writer or erasure finishes it)")
+                    continue
+                }
+                var result = check(entry, in: partition, logger: logger)
+                if !result.ok, let again = try? partition.readManifest()?.entry(entry.file), again != entry {
+                    // Rewritten (an erasure) or deleted (retention) while we read it: check what is recorded now.
+                    result = again.replacement == nil ? check(again, in: partition, logger: logger)
+                        : SegmentCheck(file: entry.file, rows: entry.stats.rows, problems: [])
+                }
+                report.segments.append(result)
             }
             return report
         }
@@ -323,9 +341,6 @@ public enum CorpusMaintenance {
     private static func check(_ entry: ManifestSegment, in partition: PartitionDirectory, logger: Logger) -> SegmentCheck {
         let path = partition.file(entry.file)
         var problems: [String] = []
-        if entry.replacement != nil {
-            problems.append("an erasure of this segment was interrupted (the next writer or erasure finishes it)")
-        }
         guard FileManager.default.fileExists(atPath: path) else {
             return SegmentCheck(file: entry.file, rows: entry.stats.rows, problems: problems + ["the file is missing"])
         }

@@ -154,6 +154,7 @@ public enum CorpusTool {
                     : "DAMAGED \(key)/\(segment.file): " + segment.problems.joined(separator: "; "))
             }
             for name in report.unchecked { lines.append("-       \(key)/\(name): not closed yet, not checked") }
+            for note in report.notes { lines.append("note    \(key): \(note)") }
             lines.append("\(key): \(report.segments.count) closed segments, \(report.damaged.count) damaged")
         }
         return lines
