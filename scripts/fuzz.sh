@@ -61,10 +61,10 @@ build() {
                 $(objects Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims) -lstdc++) ;;
         redis_reply)
             args=(-module-name FuzzRedisReply -I Sources/CHiredis $(pkg-config --cflags-only-I hiredis | sed 's/-I/-Xcc -I/g')
-                Sources/FIQueue/*.swift Fuzz/Targets/RedisReplyFuzz.swift $(objects Logging FILocking) $(pkg-config --libs hiredis)) ;;
+                Sources/FIQueue/*.swift Fuzz/Targets/RedisReplyFuzz.swift $(objects Logging FILocking FIStreamID) $(pkg-config --libs hiredis)) ;;
         corpus_reader)
             args=(-module-name FuzzCorpusReader -I Sources/CHDF5 $(pkg-config --cflags-only-I hdf5 | sed 's/-I/-Xcc -I/g')
-                Sources/FIStorage/*.swift Fuzz/Targets/CorpusReaderFuzz.swift $(objects Logging FILocking)
+                Sources/FIStorage/*.swift Fuzz/Targets/CorpusReaderFuzz.swift $(objects Logging FILocking FIStreamID)
                 $(objects Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims) -lstdc++
                 $(pkg-config --libs-only-L hdf5 | sed 's/-L/-L /g') $(pkg-config --libs-only-l hdf5)) ;;
         *) echo "unknown target $target" >&2; exit 2 ;;
