@@ -254,7 +254,8 @@ public enum CorpusEvent: Sendable {
     case segmentOpened(file: String, duration: Duration)
     /// Retention deleted whole closed segments.
     case segmentsDeleted(files: [String], rows: Int)
-    /// Recording a closed segment or applying retention failed; it is retried later.
+    /// Recording a closed segment or applying retention failed (other than waiting for the manifest
+    /// lock an erasure holds); it is retried at the next batch boundary.
     case maintenanceFailed(message: String)
 }
 
@@ -619,7 +620,10 @@ final class Sealer: Sendable {
             if let cut { try retain(before: cut, wait: wait) }
         } catch {
             logger.debug("recording closed segments failed; retried at the next batch boundary", metadata: ["fi.error": "\(error)"])
-            options.events?(.maintenanceFailed(message: "\(error)"))
+            // The manifest lock held by an erasure is expected (it may take minutes): not a failure.
+            if (error as? StorageError)?.code != .locked {
+                options.events?(.maintenanceFailed(message: "\(error)"))
+            }
         }
     }
 
