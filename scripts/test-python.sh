@@ -16,14 +16,15 @@
 # .build/debug/FIStorageCrashWriter (FI_BIN_DIR points elsewhere), and tear a file with h5clear
 # (hdf5-tools). Exits non-zero if either pass fails.
 #
-# Environment: FI_PY_VENV (default /tmp/fi-corpus-venv; the Debian pass uses "$FI_PY_VENV-debian"),
+# Environment: FI_PY_VENV (default .build/python-venv of this checkout, so two checkouts never share one;
+# the Debian pass uses "$FI_PY_VENV-debian"),
 # FI_PYTHON_BIN (default python3), FI_BIN_DIR (default <repo>/.build/debug), FI_REQUIRE_SERVICES
 # (1: a missing binary or h5clear fails instead of skipping; defaults to 1 when CI is set),
 # FI_PY_DEBIAN (0 skips pass 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-venv=${FI_PY_VENV:-/tmp/fi-corpus-venv}
+venv=${FI_PY_VENV:-$repo/.build/python-venv}
 python=${FI_PYTHON_BIN:-python3}
 export FI_BIN_DIR=${FI_BIN_DIR:-$repo/.build/debug}
 if [ -n "${CI:-}" ]; then export FI_REQUIRE_SERVICES=${FI_REQUIRE_SERVICES:-1}; fi
