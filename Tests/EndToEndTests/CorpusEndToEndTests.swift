@@ -107,8 +107,10 @@ struct CorpusEndToEndTests {
         let late = try await Self.prefill(queue, key, from: 2000, count: 1000)
         try await Self.drained(queue, key)
         try await eventually("old segments deleted", timeout: .seconds(20)) {
+            // The series exists (at 0) from the moment the partition is taken: wait for a count.
             let text = String(decoding: try await HTTP.request("GET", "http://127.0.0.1:\(metricsPort)/metrics").body, as: UTF8.self)
-            return text.contains(#"fi_worker_retention_deleted_segments_total{partition="site_old"}"#)
+            let line = text.split(separator: "\n").first { $0.hasPrefix(#"fi_worker_retention_deleted_segments_total{partition="site_old"}"#) }
+            return (line?.split(separator: " ").last.flatMap { Double($0) } ?? 0) > 0
         }
         #expect(worker.log.contains("retention deleted corpus segments"))
         let rows = try await E2E.rows(key, storage: storage)
