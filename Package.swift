@@ -7,7 +7,7 @@ import PackageDescription
 //   FIPartitioning                       — partition keys (swift-crypto's MD5)
 //   FIQueue   = CHiredis + FIStreamID + SwiftNIO(SSL) — Redis Streams queue: in-memory, and Redis
 //               over NIO channels with hiredis' reply parser (TLS by swift-nio-ssl)
-//   FIStorage = CHDF5 + FIStreamID       — HDF5 append store
+//   FIStorage = CHDF5 + FIStreamID       — HDF5 append store (segments; swift-crypto's SHA-256)
 //     (FIPartitioning, FIQueue and FIStorage know nothing of each other or of HTTP)
 //   FICapacity = FIPartitioning          — capacity planning
 //   FIBuildInfo                          — version and git commit (BuildInfoPlugin)
@@ -93,6 +93,8 @@ let package = Package(
             name: "FIStorage",
             dependencies: [
                 "CHDF5", "FILocking", "FIStreamID",
+                // SHA-256 of closed segments (manifest.json, verification).
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

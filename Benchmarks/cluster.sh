@@ -81,7 +81,7 @@ run() { # label servers workers url extra-server-args
         rows=$(/usr/bin/python3 - "$FI_LC_DIR/storage" <<'PY'
 import glob, sys, h5py
 n = 0
-for path in glob.glob(sys.argv[1] + "/*/corpus.h5"):
+for path in glob.glob(sys.argv[1] + "/*/corpus.h5") + glob.glob(sys.argv[1] + "/*/segment-*.h5"):
     with h5py.File(path, "r", swmr=True) as f:
         n += len(f["events/stream_id"])
 print(n)

@@ -4,6 +4,7 @@
 #   Benchmarks/run.sh partition     # FIPartitioning vs the reference Python function
 #   Benchmarks/run.sh queue         # FIQueue vs redis-benchmark
 #   Benchmarks/run.sh storage       # FIStorage vs h5py
+#   Benchmarks/run.sh segments      # FIStorage appends with segment rolls vs one file; the roll; lookups over 100 segments
 #   Benchmarks/run.sh worker        # fi-worker drain vs the reference Python worker
 #   Benchmarks/run.sh http          # fi-server vs the reference FastAPI service vs a bare Hummingbird route
 #   Benchmarks/run.sh sessions      # fi-load: consultation sessions at the plan's milestones, and where p95 crosses 50 ms
@@ -510,13 +511,27 @@ bench_summary() {
     echo "# wrote $png; log: $log"
 }
 
+# Corpus segments (Docs/storage.md): 1,000,000 (SEGMENT_EVENTS) 1 KB events, batch 1024, flush + fdatasync,
+# appended three ways in each of three interleaved rounds — to one file as before segments, to a
+# partition directory with rolling off, and rolling every 64 MiB (SEGMENT_MIB) — then 3,000,000 events with
+# the default 1 GiB segments, one round; each roll's close, next-segment creation and background checksum
+# + manifest time; then a consultation lookup in 100 closed segments beside the same 1,000,000 rows in one file.
+bench_segments() {
+    build
+    machine
+    "$bench" storage segments "${SEGMENT_EVENTS:-1000000}" "${SEGMENT_MIB:-64}" 1024 3
+    "$bench" storage segments $((3 * ${SEGMENT_EVENTS:-1000000})) 1024 1024 1
+    "$bench" storage lookup-segments 100 10000
+}
+
 case "${1:-}" in
 partition) bench_partition ;;
 storage) bench_storage ;;
+segments) bench_segments ;;
 queue) bench_queue ;;
 worker) bench_worker ;;
 http) bench_http ;;
 sessions) bench_sessions ;;
 summary) bench_summary ;;
-*) echo "usage: $0 partition|queue|storage|worker|http|sessions|summary" >&2; exit 2 ;;
+*) echo "usage: $0 partition|queue|storage|segments|worker|http|sessions|summary" >&2; exit 2 ;;
 esac

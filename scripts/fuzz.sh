@@ -65,7 +65,8 @@ build() {
                 Fuzz/Targets/RedisReplyFuzz.swift $(objects FIStreamID) $(pkg-config --libs hiredis)) ;;
         corpus_reader)
             args=(-module-name FuzzCorpusReader -I Sources/CHDF5 $(pkg-config --cflags-only-I hdf5 | sed 's/-I/-Xcc -I/g')
-                Sources/FIStorage/*.swift Fuzz/Targets/CorpusReaderFuzz.swift $(objects Logging FILocking)
+                Sources/FIStorage/*.swift Fuzz/Targets/CorpusReaderFuzz.swift $(objects Logging FILocking FIStreamID)
+                $(objects Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims) -lstdc++
                 $(pkg-config --libs-only-L hdf5 | sed 's/-L/-L /g') $(pkg-config --libs-only-l hdf5)) ;;
         *) echo "unknown target $target" >&2; exit 2 ;;
     esac

@@ -103,7 +103,8 @@ kill -TERM "$worker_pid" "$server_pid"
 wait "$worker_pid" "$server_pid" 2>/dev/null || true
 rows=$(/usr/bin/python3 - "$scratch/storage" <<'EOF'
 import glob, sys, h5py
-print(sum(len(h5py.File(p, "r")["events/stream_id"]) for p in glob.glob(sys.argv[1] + "/*/corpus.h5")))
+# Every segment of every partition (layout 2), and layout 1's corpus.h5.
+print(sum(len(h5py.File(p, "r")["events/stream_id"]) for p in glob.glob(sys.argv[1] + "/*/corpus.h5") + glob.glob(sys.argv[1] + "/*/segment-*.h5")))
 EOF
 )
 dead=0

@@ -87,15 +87,15 @@ private func makeSeeds(in dir: String) throws {
         let path = "\(dir)/\(name).h5"
         unlink(path)
         let options = CorpusWriter.Options(batchChunkRows: 4, payloadChunkBytes: 64, compression: compression, fsync: false)
-        let writer = try WriterCore(path: path, options: options, logger: logger)
+        let writer = try SegmentWriter(path: path, options: options, logger: logger)
         var records: [CorpusRecord] = []
         for i in 0..<6 {
             records.append(CorpusRecord(
                 consultationID: i % 2 == 0 ? "c-1" : "c-\(i)", streamID: StreamEntryID(ms: 1_700_000_000_000, seq: UInt64(i)),
                 receivedAtMs: 1_700_000_000_000 + Int64(i), payload: Array(payloads[i % payloads.count].utf8)))
         }
-        _ = try writer.append(Array(records[0..<3]))
-        _ = try writer.append(Array(records[3...]))
+        _ = try writer.append(Array(records[0..<3]), above: writer.lastStreamID)
+        _ = try writer.append(Array(records[3...]), above: writer.lastStreamID)
         try writer.close()
     }
 }

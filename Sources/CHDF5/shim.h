@@ -4,6 +4,9 @@
 #include <hdf5.h>
 #include <string.h>
 #include <stdio.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 
 // HDF5 exposes its predefined types, access flags and defaults as macros that
 // expand to function calls or casts Swift cannot import. One-liners here.
@@ -47,6 +50,16 @@ static inline int CHDF5_file_descriptor(hid_t file) {
     void *handle = NULL;
     if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || handle == NULL) return -1;
     return *(int *)handle;
+}
+
+// The calling thread's nice value (Linux: per thread), and setting it; FIStorage's
+// background checksums run at a lower priority than appends. Not HDF5's, but
+// this is FIStorage's one C shim.
+static inline int CHDF5_thread_nice(void) {
+    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+}
+static inline int CHDF5_set_thread_nice(int value) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), value);
 }
 
 typedef struct { char *buf; size_t cap; size_t len; } CHDF5_error_sink;

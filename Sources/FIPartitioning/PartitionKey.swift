@@ -94,7 +94,9 @@ public struct PartitionKey: Sendable, Hashable, Comparable, CustomStringConverti
         Self.join(storageRoot, rawValue)
     }
 
-    /// The partition's corpus file: `<storageRoot>/<key>/corpus.h5`.
+    /// Layout 1's corpus file: `<storageRoot>/<key>/corpus.h5`. Since layout 2 (Docs/contract.md §5)
+    /// a partition's corpus is the directory ``directory(storageRoot:)`` of segment files, of which
+    /// this file, if a partition has it, is the first.
     public func corpusPath(storageRoot: String) -> String {
         Self.join(directory(storageRoot: storageRoot), Self.corpusFileName)
     }

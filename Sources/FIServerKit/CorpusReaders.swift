@@ -5,8 +5,11 @@ import Foundation
 import Logging
 import Synchronization
 
-/// One open SWMR reader per partition corpus, reused across requests and
-/// refreshed before each query so rows a worker appended since are seen.
+/// One reader per partition directory, reused across requests and refreshed
+/// before each query, so rows a worker appended since are seen, across segment
+/// rolls. Closed segments' consultation indexes stay cached in the reader
+/// (their files closed); a segment an erasure rewrote is re-read, one that
+/// retention deleted is dropped.
 final class CorpusReaders: Sendable {
     private let storageRoot: String
     private let logger: Logger
@@ -22,18 +25,11 @@ final class CorpusReaders: Sendable {
     func records(consultationID: String, partition: PartitionKey) async throws -> [CorpusRecord] {
         guard let reader = try await reader(for: partition) else { return [] }
         do {
-            if try await reader.refresh() == 0 {
-                // A reader that opened the file while its writer was still
-                // setting it up may not follow later appends: reopen it next
-                // time instead of caching an empty view.
-                readers.withLock { if $0[partition] === reader { $0[partition] = nil } }
-                try? await reader.close()
-                return []
-            }
+            if try await reader.refresh() == 0 { return [] }
             return try await reader.records(consultationID: consultationID)
         } catch {
-            // A reader that failed (say, the file was replaced) is reopened next time.
-            readers.withLock { _ = $0.removeValue(forKey: partition) }
+            // A reader that failed is reopened next time.
+            readers.withLock { if $0[partition] === reader { $0[partition] = nil } }
             try? await reader.close()
             throw error
         }
@@ -41,9 +37,9 @@ final class CorpusReaders: Sendable {
 
     private func reader(for partition: PartitionKey) async throws -> CorpusReader? {
         if let reader = readers.withLock({ $0[partition] }) { return reader }
-        let path = partition.corpusPath(storageRoot: storageRoot)
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        let reader = try await CorpusReader.open(path: path, logger: logger)
+        let directory = partition.directory(storageRoot: storageRoot)
+        guard FileManager.default.fileExists(atPath: directory) else { return nil }
+        let reader = try await CorpusReader.open(directory: directory, logger: logger)
         let kept = readers.withLock { readers in
             if let existing = readers[partition] { return existing }
             readers[partition] = reader

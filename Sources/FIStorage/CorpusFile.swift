@@ -39,7 +39,11 @@ struct CorpusColumns {
     /// Uncompressed datasets get no chunk cache, so a batch's write goes
     /// straight to its place in the file (measured fastest; see Docs/storage.md);
     /// a compressed payload keeps a cache big enough for its chunk.
-    static func open(file: HDF5Handle, path: String) throws -> CorpusColumns {
+    ///
+    /// - Parameter noChunkCacheInFile: the file was opened with no raw-data
+    ///   chunk cache (a reader's `H5Pset_cache`), so an unfiltered dataset is
+    ///   opened once instead of twice.
+    static func open(file: HDF5Handle, path: String, noChunkCacheInFile: Bool = false) throws -> CorpusColumns {
         guard H5Lexists(file.id, CorpusLayout.group, CHDF5_P_DEFAULT()) > 0 else {
             throw StorageError(code: .corrupt, message: "\(path) has no /\(CorpusLayout.group) group; not a corpus file (Docs/contract.md §5)")
         }
@@ -53,17 +57,34 @@ struct CorpusColumns {
             let filters = H5Pget_nfilters(dcpl.id)
             var chunk: hsize_t = 0
             let chunkRank = H5Pget_chunk(dcpl.id, 1, &chunk)
+            var deflateLevel: Int?
+            if filters > 0 {
+                var flags: UInt32 = 0
+                var count = 1
+                var values: [UInt32] = [0]
+                var config: UInt32 = 0
+                if H5Pget_filter_by_id2(dcpl.id, H5Z_filter_t(H5Z_FILTER_DEFLATE), &flags, &count, &values, 0, nil, &config) >= 0 {
+                    deflateLevel = count > 0 ? Int(values[0]) : 1
+                }
+                _ = CHDF5_silence_errors()
+            }
             dcpl.close()
             guard chunkRank == 1, chunk >= 1, chunk <= 1 << 32 else {
                 throw StorageError(code: .corrupt, message: "/events/\(name) in \(path) is not a chunked 1-D dataset")
             }
-            let dapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_DATASET_ACCESS()), .plist, "H5Pcreate(dapl)")
-            let chunkBytes = Int(chunk) * type.elementSize
-            let cacheBytes = filters > 0 ? max(2 * chunkBytes, 1 << 20) : 0
-            try HDF5Library.check(H5Pset_chunk_cache(dapl.id, 521, cacheBytes, 1.0), "H5Pset_chunk_cache(\(name))")
-            probe.close()
-            let handle = try HDF5Handle.make(H5Dopen2(group.id, name, dapl.id), .dataset, "H5Dopen2(/events/\(name)) in \(path)")
-            let column = try Column(name: name, type: type, handle: handle, chunkLength: Int(chunk), filtered: filters > 0)
+            let handle: HDF5Handle
+            if filters > 0 || !noChunkCacheInFile {
+                // The chunk cache is set when a dataset is opened: open it again with the right one.
+                let dapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_DATASET_ACCESS()), .plist, "H5Pcreate(dapl)")
+                let chunkBytes = Int(chunk) * type.elementSize
+                let cacheBytes = filters > 0 ? max(2 * chunkBytes, 1 << 20) : 0
+                try HDF5Library.check(H5Pset_chunk_cache(dapl.id, 521, cacheBytes, 1.0), "H5Pset_chunk_cache(\(name))")
+                probe.close()
+                handle = try HDF5Handle.make(H5Dopen2(group.id, name, dapl.id), .dataset, "H5Dopen2(/events/\(name)) in \(path)")
+            } else {
+                handle = probe  // already without a chunk cache: the file was opened with none
+            }
+            let column = try Column(name: name, type: type, handle: handle, chunkLength: Int(chunk), filtered: filters > 0, deflateLevel: deflateLevel)
             try column.verifyType()
             return column
         }
@@ -78,8 +99,28 @@ struct CorpusColumns {
         )
     }
 
+    /// How this file's datasets were created (chunking, compression): what a
+    /// rewrite of it (erasure) keeps.
+    var creation: CorpusCreation {
+        CorpusCreation(rowChunk: consultationID.chunkLength, payloadChunk: payload.chunkLength, deflateLevel: payload.filtered ? (payload.deflateLevel ?? 1) : nil)
+    }
+
+    /// The root attribute `fi_segment_created_at_ms` (when a segment file was
+    /// created, Unix ms), if the file has one. Layout 1 files have none.
+    static func createdAtMs(file: HDF5Handle) -> Int64? {
+        guard H5Aexists(file.id, CorpusLayout.createdAtAttribute) > 0,
+              let attribute = try? HDF5Handle.make(H5Aopen(file.id, CorpusLayout.createdAtAttribute, CHDF5_P_DEFAULT()), .attribute, "H5Aopen")
+        else {
+            _ = CHDF5_silence_errors()
+            return nil
+        }
+        var value: Int64 = 0
+        guard H5Aread(attribute.id, CHDF5_T_STD_I64LE(), &value) >= 0 else { return nil }
+        return value
+    }
+
     /// Creates a new corpus file at `path` (truncating), then closes it.
-    static func create(path: String, creation: CorpusCreation) throws {
+    static func create(path: String, creation: CorpusCreation, createdAtMs: Int64? = nil) throws {
         let fapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_FILE_ACCESS()), .plist, "H5Pcreate(fapl)")
         try HDF5Library.check(H5Pset_libver_bounds(fapl.id, CHDF5_F_LIBVER_LATEST(), CHDF5_F_LIBVER_LATEST()), "H5Pset_libver_bounds(latest)")
         let file = try HDF5Handle.make(H5Fcreate(path, CHDF5_F_ACC_TRUNC(), CHDF5_P_DEFAULT(), fapl.id), .file, "H5Fcreate(\(path))")
@@ -109,6 +150,15 @@ struct CorpusColumns {
         try make(CorpusLayout.receivedAtMs, .int64, chunk: creation.rowChunk, deflate: nil)
         try make(CorpusLayout.payloadEnd, .uint64, chunk: creation.rowChunk, deflate: nil)
         try make(CorpusLayout.payload, .uint8, chunk: creation.payloadChunk, deflate: creation.deflateLevel)
+        if let createdAtMs {
+            let space = try HDF5Handle.make(H5Screate(H5S_SCALAR), .dataspace, "H5Screate(scalar)")
+            let attribute = try HDF5Handle.make(
+                H5Acreate2(file.id, CorpusLayout.createdAtAttribute, CHDF5_T_STD_I64LE(), space.id, CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT()),
+                .attribute, "H5Acreate2(\(CorpusLayout.createdAtAttribute))")
+            var value = createdAtMs
+            try HDF5Library.check(H5Awrite(attribute.id, CHDF5_T_STD_I64LE(), &value), "H5Awrite(\(CorpusLayout.createdAtAttribute))")
+            try HDF5Library.check(attribute.close(), "H5Aclose")
+        }
         try HDF5Library.check(group.close(), "H5Gclose(/events)")
         try HDF5Library.check(file.close(), "H5Fclose(\(path))")
     }

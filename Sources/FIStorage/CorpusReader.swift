@@ -9,44 +9,67 @@ import Glibc
 
 /// Reads a corpus, also while its writer appends (SWMR read) or after it crashed.
 ///
+/// ``open(directory:logger:)`` reads a partition directory (layout 2): every
+/// segment in order — `corpus.h5` of layout 1 first, the closed segments of
+/// `manifest.json`, then the one being written — as one sequence of rows.
+/// ``refresh()`` follows the writer across segment boundaries, drops segments
+/// retention deleted and reloads segments an erasure rewrote. Closed segments'
+/// consultation indexes stay in memory while their files are closed (a few are
+/// kept open), so a lookup opens only the segments holding that consultation.
+/// ``open(path:logger:)`` reads one file.
+///
 /// The reader sees whole rows only: n = the shortest of the four row columns,
 /// lowered while `payload_end[n-1]` exceeds the `payload` length (HDF5 may
-/// publish one dataset's growth before another's). ``refresh()`` picks up rows
-/// appended since. A consultation index (built at open, extended on refresh)
-/// answers ``records(consultationID:)`` without scanning payloads.
+/// publish one dataset's growth before another's). A consultation index (built
+/// at open, extended on refresh) answers ``records(consultationID:)`` without
+/// scanning payloads.
 ///
-/// Nothing read from the file is trusted: dataset lengths are bounded by the
+/// Nothing read from a file is trusted: dataset lengths are bounded by the
 /// storage actually allocated to them, and payload offsets must be
 /// non-decreasing and within `payload`, or the read throws `.corrupt`.
 ///
 /// Every HDF5 call runs on this reader's own serial dispatch queue.
 public final class CorpusReader: Sendable {
-    /// The corpus file being read.
+    /// The corpus file or partition directory being read.
     public let path: String
     private let queue: DispatchQueue
-    private let core: ReaderCore
+    private let core: any ReaderEngine
     private let rows: Locked<Int>
 
-    private init(path: String, queue: DispatchQueue, core: ReaderCore, rowCount: Int) {
+    private init(path: String, queue: DispatchQueue, core: any ReaderEngine, rowCount: Int) {
         self.path = path
         self.queue = queue
         self.core = core
         self.rows = Locked(rowCount)
     }
 
-    /// Opens `path` for SWMR reading and indexes its consultations.
+    /// Opens one corpus file for SWMR reading and indexes its consultations.
     ///
     /// - Throws: ``StorageError`` — `.hdf5` if HDF5 cannot open it, `.corrupt` if
     ///   it lacks the corpus layout.
     public static func open(path: String, logger: Logger = .disabled) async throws -> CorpusReader {
+        try await open(path: path) { try ReaderCore(path: path, logger: logger) }
+    }
+
+    /// Opens a partition directory (every segment, in order) and indexes its
+    /// consultations. A directory without segments (or none at all) reads as empty.
+    ///
+    /// - Throws: ``StorageError`` — `.corrupt` for an unreadable manifest or a
+    ///   segment without the corpus layout, `.hdf5`/`.io` otherwise.
+    public static func open(directory: String, logger: Logger = .disabled) async throws -> CorpusReader {
+        try await open(path: directory) { try PartitionReaderCore(directory: directory, logger: logger) }
+    }
+
+    private static func open(path: String, _ make: @escaping @Sendable () throws -> any ReaderEngine) async throws -> CorpusReader {
         let queue = DispatchQueue(label: "fi.storage.reader")
         // The core's state is read only on its queue, even here: the row count
         // travels out as a value (Thread Sanitizer cannot see a continuation's
         // resume order the two threads).
-        let (core, rowCount) = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(ReaderCore, Int), any Error>) in
+        let (core, rowCount) = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(any ReaderEngine, Int), any Error>) in
             queue.async {
                 continuation.resume(with: Result {
-                    let core = try ReaderCore(path: path, logger: logger)
+                    let core = try make()
+                    core.idle()
                     return (core, core.rowCount)
                 })
             }
@@ -57,7 +80,8 @@ public final class CorpusReader: Sendable {
     /// The number of whole rows as of the last open or ``refresh()``.
     public var rowCount: Int { rows.withLock { $0 } }
 
-    /// Picks up rows appended since the last look (`H5Drefresh`) and indexes them.
+    /// Picks up rows appended since the last look (`H5Drefresh`) and indexes
+    /// them; in a directory, also segments opened, closed, deleted or rewritten since.
     /// - Returns: The number of whole rows now visible.
     @discardableResult
     public func refresh() async throws -> Int {
@@ -67,14 +91,16 @@ public final class CorpusReader: Sendable {
         return count
     }
 
-    /// The rows in `range`, clamped to the visible rows, in stream order.
+    /// The rows in `range` (positions in the rows visible now: retention and
+    /// erasure shift them), clamped to the visible rows, in stream order.
     public func records(in range: Range<Int>) async throws -> [CorpusRecord] {
         let core = self.core
         return try await run { try core.records(in: range) }
     }
 
     /// Up to `limit` rows whose stream id is above `streamID` (all rows from the
-    /// start for `nil`), in stream order. Binary search on `stream_id`.
+    /// start for `nil`), in stream order, across segments. Binary search on
+    /// `stream_id`: the way to follow a corpus, since ids never shift.
     public func records(after streamID: StreamEntryID?, limit: Int) async throws -> [CorpusRecord] {
         let core = self.core
         return try await run { try core.records(after: streamID, limit: limit) }
@@ -86,24 +112,54 @@ public final class CorpusReader: Sendable {
         return try await run { try core.records(consultationID: consultationID) }
     }
 
-    /// Closes the file. Later calls throw `.closed`.
+    /// Closes the file(s). Later calls throw `.closed`.
     public func close() async throws {
         let core = self.core
         try await run { try core.close() }
     }
 
     private func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try body() }) }
+        let core = self.core
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                let result = Result { try body() }
+                core.idle()
+                continuation.resume(with: result)
+            }
         }
     }
 }
 
-/// The reader's state; touched only on its serial queue.
-final class ReaderCore: @unchecked Sendable {
+/// What the public reader drives, on its queue.
+protocol ReaderEngine: AnyObject, Sendable {
+    var rowCount: Int { get }
+    func refresh() throws -> Int
+    func records(in range: Range<Int>) throws -> [CorpusRecord]
+    func records(after id: StreamEntryID?, limit: Int) throws -> [CorpusRecord]
+    func records(consultationID: String) throws -> [CorpusRecord]
+    func close() throws
+    /// Called after each public operation (see ``InProcessFiles``).
+    func idle()
+}
+
+/// One file's reader; touched only on its owner's serial queue.
+///
+/// A reader may be suspended (its file closed, its index kept) and resumes by
+/// itself at its next read: how a partition reader keeps closed segments'
+/// indexes without holding every file open.
+final class ReaderCore: ReaderEngine, @unchecked Sendable {
     let path: String
     let logger: Logger
     private var columns: CorpusColumns?
+    private var isClosed = false
+    private let metadataReadAttempts: UInt32
+    /// The open file in ``InProcessFiles`` (counted as one reader).
+    private var fileKey: InProcessFiles.Key?
+    /// Opened since the last refresh: the datasets are current, no `H5Drefresh`
+    /// needed — and none wanted: refreshing a dataset that another handle of
+    /// this process also has open corrupts HDF5's shared chunk index (seen as
+    /// one chunk's values read for another).
+    private var freshlyOpened = false
     private(set) var rowCount = 0
     /// Hash of a consultation id's bytes → its rows, ascending. Collisions are
     /// resolved when the rows are read.
@@ -122,10 +178,29 @@ final class ReaderCore: @unchecked Sendable {
         logger[metadataKey: "fi.corpus.path"] = "\(path)"
         self.path = path
         self.logger = logger
-        guard FileManager.default.fileExists(atPath: path) else {
+        self.metadataReadAttempts = metadataReadAttempts
+        columns = try openFile()
+        _ = try refresh()
+    }
+
+    private func openFile() throws -> CorpusColumns {
+        guard let key = InProcessFiles.key(path: path) else {
             throw StorageError(code: .io, message: "no corpus file at \(path)")
         }
-        columns = try HDF5Library.withLock {
+        InProcessFiles.readerOpened(key)
+        do {
+            let columns = try openColumns()
+            fileKey = key
+            freshlyOpened = true
+            return columns
+        } catch {
+            InProcessFiles.readerClosed(key)
+            throw error
+        }
+    }
+
+    private func openColumns() throws -> CorpusColumns {
+        try HDF5Library.withLock {
             let fapl = try HDF5Handle.make(H5Pcreate(CHDF5_P_FILE_ACCESS()), .plist, "H5Pcreate(fapl)")
             try HDF5Library.check(H5Pset_file_locking(fapl.id, false, true), "H5Pset_file_locking(off)")
             // A SWMR reader re-reads metadata whose checksum fails (a writer may
@@ -143,25 +218,175 @@ final class ReaderCore: @unchecked Sendable {
             let file = try HDF5Handle.make(
                 H5Fopen(path, CHDF5_F_ACC_RDONLY() | CHDF5_F_ACC_SWMR_READ(), fapl.id), .file,
                 "H5Fopen(\(path), RDONLY|SWMR_READ)")
-            return try CorpusColumns.open(file: file, path: path)
+            return try CorpusColumns.open(file: file, path: path, noChunkCacheInFile: true)
         }
-        _ = try refresh()
     }
 
     deinit {
         if let columns { _ = columns.close() }
+        if let fileKey { InProcessFiles.readerClosed(fileKey) }
     }
 
+    /// Closes the HDF5 identifiers and leaves ``InProcessFiles``.
+    private func closeColumns(_ columns: CorpusColumns) -> Int32 {
+        let status = HDF5Library.withLock { columns.close() }
+        if let fileKey { InProcessFiles.readerClosed(fileKey) }
+        fileKey = nil
+        return status
+    }
+
+    /// After an operation: lets go of a file that a writer of this process
+    /// has open (see ``InProcessFiles``); the next read reopens it.
+    func idle() {
+        if let fileKey, InProcessFiles.isWritten(fileKey) { suspend() }
+    }
+
+    /// The open columns, reopening the file of a suspended reader.
     private func open() throws -> CorpusColumns {
-        guard let columns else { throw StorageError(code: .closed, message: "the corpus reader for \(path) is closed") }
-        return columns
+        if isClosed { throw StorageError(code: .closed, message: "the corpus reader for \(path) is closed") }
+        if let columns { return columns }
+        let reopened = try openFile()
+        columns = reopened
+        return reopened
+    }
+
+    /// Whether the file is open now (not suspended or closed).
+    var isOpen: Bool { columns != nil }
+
+    /// Closes the file but keeps the row count and the index; the next read reopens it.
+    func suspend() {
+        guard let columns else { return }
+        self.columns = nil
+        _ = closeColumns(columns)
     }
 
     func close() throws {
+        isClosed = true
         guard let columns else { return }
         self.columns = nil
-        let status = HDF5Library.withLock { columns.close() }
+        let status = closeColumns(columns)
         if status < 0 { throw HDF5Library.withLock { HDF5Library.error("H5Fclose(\(path))") } }
+    }
+
+    /// The stream ids of the first and last visible rows.
+    func bounds() throws -> (first: StreamEntryID?, last: StreamEntryID?) {
+        guard rowCount > 0 else { return (nil, nil) }
+        let columns = try open()
+        func id(_ row: Int) throws -> StreamEntryID? {
+            var cell = [UInt8](repeating: 0, count: CorpusLayout.streamIDBytes)
+            try HDF5Library.withLock {
+                try cell.withUnsafeMutableBytes { try columns.streamID.read(at: row, count: 1, into: $0.baseAddress!) }
+            }
+            return cell.withUnsafeBytes { StreamEntryID(bytes: FixedString.trimmed($0)) }
+        }
+        return (try id(0), try id(rowCount - 1))
+    }
+
+    /// How the file's datasets were created (kept by a rewrite), and its creation time attribute.
+    func creation() throws -> (CorpusCreation, createdAtMs: Int64?) {
+        let columns = try open()
+        return HDF5Library.withLock { (columns.creation, CorpusColumns.createdAtMs(file: columns.file)) }
+    }
+
+    /// The end of a block of rows from `start`: at most `maxRows` rows and,
+    /// past the first row, at most `maxBytes` of payload.
+    func blockEnd(from start: Int, maxRows: Int, maxBytes: Int) throws -> Int {
+        let columns = try open()
+        let high = min(rowCount, start + maxRows)
+        guard high > start + 1 else { return high }
+        var ends = [UInt64](repeating: 0, count: high - start)
+        var before: UInt64 = 0
+        try HDF5Library.withLock {
+            try ends.withUnsafeMutableBytes { try columns.payloadEnd.read(at: start, count: high - start, into: $0.baseAddress!) }
+            if start > 0 { try columns.payloadEnd.read(at: start - 1, count: 1, into: &before) }
+        }
+        var end = start + 1
+        while end < high, ends[end - start] >= before, ends[end - start] - before <= UInt64(maxBytes) { end += 1 }
+        return end
+    }
+
+    /// What is wrong with this file as a closed segment of `expectedRows` rows
+    /// from `first` to `last`: every column exactly that long, `payload` ending
+    /// where the last row ends, offsets non-decreasing, stream ids valid and
+    /// rising. Empty when it is whole.
+    func closedSegmentProblems(expectedRows: Int, first: StreamEntryID?, last: StreamEntryID?) throws -> [String] {
+        let columns = try open()
+        var problems: [String] = []
+        let (counts, bytes) = try HDF5Library.withLock { () throws -> ([Int], Int) in
+            (try columns.rowColumns.map { try $0.count() }, try columns.payload.count())
+        }
+        for (column, count) in zip(columns.rowColumns, counts) where count != expectedRows {
+            problems.append("/events/\(column.name) has \(count) rows, the manifest says \(expectedRows)")
+        }
+        if rowCount != expectedRows {
+            problems.append("\(rowCount) whole rows, the manifest says \(expectedRows)")
+        }
+        let n = min(rowCount, counts.min() ?? 0)
+        var previousEnd: UInt64 = 0
+        var previousID: StreamEntryID?
+        var firstID: StreamEntryID?
+        var row = 0
+        let block = 65_536
+        while row < n, problems.count < 20 {
+            let k = min(block, n - row)
+            var ends = [UInt64](repeating: 0, count: k)
+            var ids = [UInt8](repeating: 0, count: k * CorpusLayout.streamIDBytes)
+            let start = row
+            try HDF5Library.withLock {
+                try ends.withUnsafeMutableBytes { try columns.payloadEnd.read(at: start, count: k, into: $0.baseAddress!) }
+                try ids.withUnsafeMutableBytes { try columns.streamID.read(at: start, count: k, into: $0.baseAddress!) }
+            }
+            ids.withUnsafeBytes { raw in
+                for i in 0..<k where problems.count < 20 {
+                    if ends[i] < previousEnd { problems.append("row \(start + i): payload_end goes backwards") }
+                    previousEnd = max(previousEnd, ends[i])
+                    let cell = UnsafeRawBufferPointer(rebasing: raw[(i * CorpusLayout.streamIDBytes)..<((i + 1) * CorpusLayout.streamIDBytes)])
+                    guard let id = StreamEntryID(bytes: FixedString.trimmed(cell)) else {
+                        problems.append("row \(start + i): unreadable stream id")
+                        continue
+                    }
+                    if let previousID, id <= previousID { problems.append("row \(start + i): stream id \(id) not above \(previousID)") }
+                    if firstID == nil { firstID = id }
+                    previousID = id
+                }
+            }
+            row += k
+        }
+        if n > 0, previousEnd != UInt64(bytes) {
+            problems.append("/events/payload has \(bytes) bytes, the last row ends at \(previousEnd)")
+        }
+        if n == expectedRows {
+            if firstID != first { problems.append("first stream id \(firstID.map(\.description) ?? "none"), the manifest says \(first.map(\.description) ?? "none")") }
+            if previousID != last { problems.append("last stream id \(previousID.map(\.description) ?? "none"), the manifest says \(last.map(\.description) ?? "none")") }
+        }
+        return problems
+    }
+
+    /// Whether the index has candidate rows for `consultationID` (no file access).
+    func mayHold(_ consultationID: String) -> Bool {
+        var wanted = consultationID
+        let key = wanted.withUTF8 { Self.key(UnsafeRawBufferPointer($0)) }
+        return index[key]?.isEmpty == false
+    }
+
+    /// The positions of `consultationID`'s rows, ascending (candidates checked against the file).
+    func positions(consultationID: String) throws -> [Int] {
+        var wanted = consultationID
+        let key = wanted.withUTF8 { Self.key(UnsafeRawBufferPointer($0)) }
+        guard let candidates = index[key], !candidates.isEmpty else { return [] }
+        let columns = try open()
+        let rows = candidates.map { Int($0) }
+        let size = CorpusLayout.consultationIDBytes
+        var cids = [UInt8](repeating: 0, count: rows.count * size)
+        try HDF5Library.withLock {
+            try cids.withUnsafeMutableBytes { try columns.consultationID.read(points: rows, into: $0.baseAddress!) }
+        }
+        let want = Array(consultationID.utf8)
+        return cids.withUnsafeBytes { raw in
+            rows.indices.filter { i in
+                Array(FixedString.trimmed(UnsafeRawBufferPointer(rebasing: raw[(i * size)..<((i + 1) * size)]))) == want
+            }.map { rows[$0] }
+        }
     }
 
     static func key(_ bytes: UnsafeRawBufferPointer) -> Int {
@@ -172,8 +397,13 @@ final class ReaderCore: @unchecked Sendable {
 
     func refresh() throws -> Int {
         let columns = try open()
+        // Another handle of this process on the file: its datasets share ours,
+        // so H5Drefresh is unsafe (see `freshlyOpened`); reopening picks up what
+        // HDF5 knows instead.
+        let refreshDatasets = !freshlyOpened && (fileKey.map(InProcessFiles.readerCount) ?? 0) <= 1
+        freshlyOpened = false
         let n = try HDF5Library.withLock { () throws -> Int in
-            for column in columns.all { try column.refresh() }
+            if refreshDatasets { for column in columns.all { try column.refresh() } }
             var n = try columns.rowColumns.map { try $0.count() }.min() ?? 0
             // Rows never written read as zeros: a length beyond the storage of
             // an (unfiltered) row column is corruption or a torn extension.
@@ -321,10 +551,11 @@ final class ReaderCore: @unchecked Sendable {
     }
 
     func records(consultationID: String) throws -> [CorpusRecord] {
-        let columns = try open()
+        if isClosed { throw StorageError(code: .closed, message: "the corpus reader for \(path) is closed") }
         var wanted = consultationID
         let key = wanted.withUTF8 { Self.key(UnsafeRawBufferPointer($0)) }
         guard let candidates = index[key], !candidates.isEmpty else { return [] }
+        let columns = try open()
         let rows = candidates.map { Int($0) }
         let k = rows.count
         let cidSize = CorpusLayout.consultationIDBytes, sidSize = CorpusLayout.streamIDBytes

@@ -51,6 +51,9 @@ enum CorpusLayout {
     static let payloadEnd = "payload_end"
     static let payload = "payload"
 
+    /// Root attribute of a layout 2 segment: when it was created, Unix ms.
+    static let createdAtAttribute = "fi_segment_created_at_ms"
+
     static let consultationIDType = ColumnType.fixedString(size: consultationIDBytes, utf8: true)
     static let streamIDType = ColumnType.fixedString(size: streamIDBytes, utf8: false)
 }

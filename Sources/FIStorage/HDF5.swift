@@ -59,7 +59,7 @@ enum HDF5Library {
 
 /// One HDF5 identifier, closed exactly once (explicitly or in `deinit`).
 final class HDF5Handle: @unchecked Sendable {
-    enum Kind { case file, group, dataset, dataspace, datatype, plist }
+    enum Kind { case file, group, dataset, dataspace, datatype, plist, attribute }
     private(set) var id: hid_t
     let kind: Kind
 
@@ -82,6 +82,7 @@ final class HDF5Handle: @unchecked Sendable {
             case .dataspace: H5Sclose(closing)
             case .datatype: H5Tclose(closing)
             case .plist: H5Pclose(closing)
+            case .attribute: H5Aclose(closing)
             }
         }
     }
@@ -140,13 +141,16 @@ final class Column: @unchecked Sendable {
     /// Elements per chunk, and whether chunks pass through filters (compression).
     let chunkLength: Int
     let filtered: Bool
-    init(name: String, type: ColumnType, handle: HDF5Handle, chunkLength: Int = 1, filtered: Bool = false) throws {
+    /// The deflate level of a compressed dataset.
+    let deflateLevel: Int?
+    init(name: String, type: ColumnType, handle: HDF5Handle, chunkLength: Int = 1, filtered: Bool = false, deflateLevel: Int? = nil) throws {
         self.name = name
         self.type = type
         self.handle = handle
         self.memoryType = try type.makeType()
         self.chunkLength = max(1, chunkLength)
         self.filtered = filtered
+        self.deflateLevel = deflateLevel
     }
 
     var id: hid_t { handle.id }

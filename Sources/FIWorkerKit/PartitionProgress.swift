@@ -1,5 +1,7 @@
 import FILocking
 import FIPartitioning
+import FIStorage
+import Logging
 import Metrics
 import Synchronization
 
@@ -19,6 +21,10 @@ final class PartitionProgress: Sendable {
     let deadLetters: Gauge
     let batchDuration: Timer
     let commits: Counter
+    let segmentsRolled: Counter
+    let rollDuration: Timer
+    let recordDuration: Timer
+    let retentionDeleted: Counter
     /// Rows appended and commits (append + flush + sync) since the partition was taken.
     private let totals = Locked<PartitionStatistics>(PartitionStatistics())
     private let window = Locked<(count: Int, since: ContinuousClock.Instant)>((0, .now))
@@ -36,6 +42,33 @@ final class PartitionProgress: Sendable {
         deadLetters = Gauge(label: "fi_worker_dead_letter_entries", dimensions: dimensions)
         batchDuration = Timer(label: "fi_worker_batch_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
         commits = Counter(label: "fi_worker_commits_total", dimensions: dimensions)
+        segmentsRolled = Counter(label: "fi_worker_segments_rolled_total", dimensions: dimensions)
+        rollDuration = Timer(label: "fi_worker_segment_roll_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+        recordDuration = Timer(label: "fi_worker_segment_record_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+        retentionDeleted = Counter(label: "fi_worker_retention_deleted_segments_total", dimensions: dimensions)
+    }
+
+    /// What the corpus writer did to its segments: counted, and logged for operators.
+    func record(_ event: CorpusEvent, logger: Logger) {
+        switch event {
+        case .segmentClosed(let file, let rows, let bytes, let reason, let duration):
+            segmentsRolled.increment()
+            rollDuration.recordNanoseconds(duration.nanoseconds)
+            logger.info("corpus segment closed", metadata: [
+                "fi.segment": "\(file)", "fi.rows": "\(rows)", "fi.bytes": "\(bytes)", "fi.reason": "\(reason)", "fi.duration": "\(duration)"])
+        case .segmentRecorded(let file, _, let duration):
+            recordDuration.recordNanoseconds(duration.nanoseconds)
+            logger.debug("corpus segment recorded in the manifest", metadata: ["fi.segment": "\(file)", "fi.duration": "\(duration)"])
+        case .segmentOpened(let file, let duration):
+            rollDuration.recordNanoseconds(duration.nanoseconds)
+            logger.debug("corpus segment opened", metadata: ["fi.segment": "\(file)", "fi.duration": "\(duration)"])
+        case .segmentsDeleted(let files, let rows):
+            retentionDeleted.increment(by: files.count)
+            logger.notice("retention deleted corpus segments", metadata: ["fi.segments": "\(files.joined(separator: ","))", "fi.rows": "\(rows)"])
+        case .maintenanceFailed(let message):
+            errors.increment()
+            logger.warning("recording a closed corpus segment failed; retrying", metadata: ["fi.error": "\(message)"])
+        }
     }
 
     /// One commit to the corpus of `count` new rows.

@@ -116,7 +116,10 @@ final class PartitionRunner: Sendable {
 
                 let entries = try await pipeline.next()
                 drained = entries.isEmpty
-                if !entries.isEmpty {
+                if entries.isEmpty {
+                    // Idle: close an aged segment, honour an erasure's roll request, apply retention.
+                    try await writer.maintain()
+                } else {
                     if !isStopping || drainOnStop { pipeline.startReadAhead() }
                     try await pipeline.storeThenSettle(entries.map { ($0, nil) }, into: writer, wait: false)
                 }
@@ -165,8 +168,10 @@ final class PartitionRunner: Sendable {
         // EntryDecoder has checked every payload is UTF-8; the writer need not again.
         var options = configuration.store
         options.validateUTF8 = false
+        let (progress, logger) = (self.progress, self.logger)
+        options.events = { progress.record($0, logger: logger) }
         let writer = try await CorpusWriter.open(
-            path: key.corpusPath(storageRoot: configuration.storageRoot),
+            directory: key.directory(storageRoot: configuration.storageRoot),
             options: options,
             logger: logger
         )

@@ -8,7 +8,7 @@ public struct WorkerConfiguration: Sendable {
     public var partitions: [PartitionKey] = []
     /// Consume every `fi:events:*` stream, discovered as they appear.
     public var discoverAll = false
-    /// The storage root; partition `k` is written to `<storageRoot>/<k>/corpus.h5`.
+    /// The storage root; partition `k` is written to segment files in `<storageRoot>/<k>/` (Docs/storage.md).
     public var storageRoot = "./storage"
     /// The consumer group (`fi-workers` by default, as in the contract).
     public var group = "fi-workers"

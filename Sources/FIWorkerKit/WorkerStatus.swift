@@ -56,12 +56,7 @@ public enum WorkerStatus {
         for lease in owners.keys {
             if let key = try? PartitionKey(validating: String(lease.dropFirst(PartitionKey.leasePrefix.count))) { keys.insert(key) }
         }
-        let directories = (try? FileManager.default.contentsOfDirectory(atPath: storageRoot)) ?? []
-        for name in directories {
-            if let key = try? PartitionKey(validating: name), FileManager.default.fileExists(atPath: key.corpusPath(storageRoot: storageRoot)) {
-                keys.insert(key)
-            }
-        }
+        for key in (try? CorpusTool.partitions(storageRoot: storageRoot)) ?? [] { keys.insert(key) }
         var out: [PartitionStatus] = []
         for key in keys.sorted() {
             let pending = (try? await queue.pending(group, on: key.streamName))?.count ?? 0
@@ -74,8 +69,8 @@ public enum WorkerStatus {
                 oldestPendingSeconds: oldest.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 },
                 deadLetters: try await queue.length(of: key.deadLetterStreamName)
             )
-            let path = key.corpusPath(storageRoot: storageRoot)
-            if FileManager.default.fileExists(atPath: path), let reader = try? await CorpusReader.open(path: path) {
+            let directory = key.directory(storageRoot: storageRoot)
+            if FileManager.default.fileExists(atPath: directory), let reader = try? await CorpusReader.open(directory: directory) {
                 status.rows = reader.rowCount
                 if reader.rowCount > 0 {
                     status.lastStoredStreamID = try? await reader.records(in: (reader.rowCount - 1)..<reader.rowCount).first?.streamID.description

@@ -23,7 +23,7 @@ struct FIWorkerCommand: AsyncParsableCommand {
             \(OptionSpec.helpTable(WorkerOptions.specs))
             """,
         version: BuildInfo.versionLine,
-        subcommands: [Serve.self, ConfigCommand.self, StatusCommand.self, DeadLettersCommand.self],
+        subcommands: [Serve.self, ConfigCommand.self, StatusCommand.self, DeadLettersCommand.self, CorpusCommand.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -141,6 +141,9 @@ struct WorkerFlags: ParsableArguments {
     @Option(help: .init(WorkerOptions.logFormat.help)) var logFormat: String?
     @Option(help: .init(WorkerOptions.otlpEndpoint.help)) var otlpEndpoint: String?
     @Option(help: .init(WorkerOptions.otlpProtocol.help)) var otlpProtocol: String?
+    @Option(help: .init(WorkerOptions.segmentMaxBytes.help)) var segmentMaxBytes: String?
+    @Option(help: .init(WorkerOptions.segmentMaxAge.help)) var segmentMaxAge: String?
+    @Option(help: .init(WorkerOptions.retention.help)) var retention: String?
     @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
 
     /// The flags given, by setting name.
@@ -153,6 +156,7 @@ struct WorkerFlags: ParsableArguments {
             "http-host": httpHost ?? metricsHost, "http-port": (httpPort ?? metricsPort).map(String.init),
             "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
             "otlp-endpoint": otlpEndpoint, "otlp-protocol": otlpProtocol,
+            "segment-max-bytes": segmentMaxBytes, "segment-max-age": segmentMaxAge, "retention": retention,
         ]
         if all { given["all"] = "true" }
         return given.compactMapValues { $0 }

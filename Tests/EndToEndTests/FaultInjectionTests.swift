@@ -171,7 +171,11 @@ struct FaultInjectionTests {
         let stack = try await Stack(redis: redis, storage: storage)
         var answers = try await Self.warmUp(stack, redis: redis)
 
-        let corpus = try PartitionKey(validating: Self.partitions[0]).corpusPath(storageRoot: storage)
+        // The segment being written: the newest segment file of the partition.
+        let partitionDirectory = try PartitionKey(validating: Self.partitions[0]).directory(storageRoot: storage)
+        let newest = try #require(try FileManager.default.contentsOfDirectory(atPath: partitionDirectory)
+            .filter { $0.hasPrefix("segment-") && $0.hasSuffix(".h5") }.max())
+        let corpus = partitionDirectory + "/" + newest
         let filesBefore = Faults.openFiles(stack.worker.pid)
         try #require(Faults.setImmutable(corpus, true), "chattr +i \(corpus)")
         var immutable = true

@@ -60,11 +60,9 @@ enum E2E {
         return path
     }
 
-    /// All rows of a partition's corpus, empty if it has none.
+    /// All rows of a partition's corpus (every segment, in order), empty if it has none.
     static func rows(_ key: PartitionKey, storage: String) async throws -> [CorpusRecord] {
-        let path = key.corpusPath(storageRoot: storage)
-        guard FileManager.default.fileExists(atPath: path) else { return [] }
-        let reader = try await CorpusReader.open(path: path, logger: logger)
+        let reader = try await CorpusReader.open(directory: key.directory(storageRoot: storage), logger: logger)
         let rows = try await reader.records(in: 0..<reader.rowCount)
         try await reader.close()
         return rows

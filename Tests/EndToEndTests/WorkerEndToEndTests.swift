@@ -37,12 +37,17 @@ struct WorkerEndToEndTests {
         }
     }
 
-    static func workerArguments(url: String, storage: String, consumer: String) -> [String] {
-        ["--all", "--redis-url", url, "--storage", storage, "--consumer", consumer, "--claim-idle-ms", "1500", "--lease-ttl-ms", "1500", "--log-level", "info"]
+    static func workerArguments(url: String, storage: String, consumer: String, extra: [String] = []) -> [String] {
+        ["--all", "--redis-url", url, "--storage", storage, "--consumer", consumer, "--claim-idle-ms", "1500", "--lease-ttl-ms", "1500", "--log-level", "info"] + extra
     }
 
-    @Test("50,000 entries, 3 partitions, 3 workers with --all, one killed with SIGKILL and restarted 5 times: every entry stored exactly once")
-    func exactlyOnceUnderKills() async throws {
+    @Test(
+        "50,000 entries, 3 partitions, 3 workers with --all, one killed with SIGKILL and restarted 5 times: every entry stored exactly once",
+        // The second: a segment closes at every commit of at most 16 reads of 32 (a new
+        // segment's first chunks alone pass 128 KiB), i.e. every few hundred rows.
+        arguments: [[], ["--segment-max-bytes", "128KiB", "--batch-size", "32"]]
+    )
+    func exactlyOnceUnderKills(extra: [String]) async throws {
         let url = try await E2E.databaseURL()
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
@@ -55,14 +60,14 @@ struct WorkerEndToEndTests {
         #expect(sent.values.reduce(0) { $0 + $1.count } == 50_000)
 
         var workers = try (0..<3).map { i in
-            try Child("worker\(i)", binary, Self.workerArguments(url: url, storage: storage, consumer: "w\(i)"), logDirectory: storage)
+            try Child("worker\(i)", binary, Self.workerArguments(url: url, storage: storage, consumer: "w\(i)", extra: extra), logDirectory: storage)
         }
         var generator = SystemRandomNumberGenerator()
         for round in 0..<5 {
             try await Task.sleep(for: .milliseconds(Int.random(in: 300...900, using: &generator)))
             let victim = Int.random(in: 0..<3, using: &generator)
             await workers[victim].kill9()
-            workers[victim] = try Child("worker\(victim)-r\(round)", binary, Self.workerArguments(url: url, storage: storage, consumer: "w\(victim)"), logDirectory: storage)
+            workers[victim] = try Child("worker\(victim)-r\(round)", binary, Self.workerArguments(url: url, storage: storage, consumer: "w\(victim)", extra: extra), logDirectory: storage)
         }
 
         try await eventually("streams and pending lists empty", timeout: .seconds(180)) {
@@ -87,6 +92,15 @@ struct WorkerEndToEndTests {
             let rows = try await E2E.rows(key, storage: storage)
             #expect(rows.count == sent[key]!.count, "\(key): \(rows.count) rows for \(sent[key]!.count) entries")
             #expect(rows.map(\.streamID) == sent[key]!, "\(key): each entry once, in stream order")
+            if !extra.isEmpty {
+                let segments = try FileManager.default.contentsOfDirectory(atPath: key.directory(storageRoot: storage)).filter { $0.hasPrefix("segment-") }
+                #expect(segments.count >= 20, "\(key): rolled into \(segments.count) segments")
+            }
+        }
+        if !extra.isEmpty {
+            // Every closed segment matches its manifest entry.
+            let verify = try Child("verify", binary, ["corpus", "verify", "--storage", storage], logDirectory: storage)
+            #expect(await verify.waitForExit(timeout: .seconds(60)) == 0, "\(verify.log.suffix(3000))")
         }
         await queue.close()
     }

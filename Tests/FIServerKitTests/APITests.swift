@@ -300,6 +300,53 @@ struct APITests {
         }
     }
 
+    @Test("GET reads across segment rolls, and no longer returns a consultation erased while the worker runs")
+    func getAcrossSegmentsAndAfterErasure() async throws {
+        let harness = Harness()
+        let storage = harness.storage
+        let queue = harness.queue
+        try await harness.run { client in
+            var worker = WorkerConfiguration()
+            worker.storageRoot = storage
+            worker.discoverAll = true
+            worker.rescanInterval = .milliseconds(50)
+            worker.readBlock = .milliseconds(20)
+            worker.batchSize = 8
+            worker.store.fsync = false
+            worker.store.batchChunkRows = 16
+            worker.store.payloadChunkBytes = 4096
+            worker.store.segmentMaxBytes = 16 << 10  // a roll every few dozen rows
+            let eventWorker = EventWorker(queue: queue, configuration: worker, logger: quietLogger)
+            let task = Task { try await eventWorker.run() }
+            func events(_ consultation: String) async throws -> [String] {
+                try await client.execute(uri: "/consultations/\(consultation)/events?site_id=seg", method: .get) { response in
+                    #expect(response.status == .ok)
+                    return ((try json(response)["events"] as? [[String: Any]]) ?? []).compactMap { $0["n"] as? Int }.map(String.init)
+                }
+            }
+            for n in 0..<300 {
+                let body = #"{"n":\#(n),"metadata":{"site_id":"seg"},"text":"\#(String(repeating: "x", count: 100))"}"#
+                try await client.execute(uri: "/consultations/c\(n % 3)/events", method: .post, body: ByteBuffer(string: body)) {
+                    #expect($0.status == .accepted)
+                }
+                if n % 40 == 39 { _ = try await events("c0") }  // a reader following the rolls
+            }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline, try await events("c1").count < 100 { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(try await events("c1") == stride(from: 1, to: 300, by: 3).map(String.init), "every event, in order, across segments")
+            let directory = PartitionKey.site(try SiteID(validating: "seg")).directory(storageRoot: storage)
+            let segments = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("segment-") }
+            #expect(segments.count >= 5, "\(segments.count) segments")
+
+            let report = try await CorpusMaintenance.erase(consultationID: "c1", directory: directory)
+            #expect(report.rowsRemoved == 100)
+            #expect(try await events("c1").isEmpty, "GET no longer returns the erased events")
+            #expect(try await events("c2") == stride(from: 2, to: 300, by: 3).map(String.init))
+            eventWorker.stop()
+            try await task.value
+        }
+    }
+
     @Test("with a tokens file: 401 without or with an unknown token, 403 outside the token's sites, '*' for hash partitions")
     func authentication() async throws {
         var harness = Harness()

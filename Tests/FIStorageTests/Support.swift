@@ -164,8 +164,8 @@ final class CapturedLogs: @unchecked Sendable {
             get { metadata[key] }
             set { metadata[key] = newValue }
         }
-        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-            sink.append("\(message)")
+        func log(event: LogEvent) {
+            sink.append("\(event.message)")
         }
     }
 }

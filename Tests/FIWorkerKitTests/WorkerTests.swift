@@ -106,11 +106,9 @@ func event(_ consultation: String, _ n: Int, receivedAt: Int64? = 1_700_000_000_
     return fields
 }
 
-/// All rows of a partition's corpus (empty if the file does not exist).
+/// All rows of a partition's corpus, every segment in order (empty if there is none).
 func corpusRows(_ key: PartitionKey, storage: String) async throws -> [CorpusRecord] {
-    let path = key.corpusPath(storageRoot: storage)
-    guard FileManager.default.fileExists(atPath: path) else { return [] }
-    let reader = try await CorpusReader.open(path: path, logger: WorkerTestEnv.logger)
+    let reader = try await CorpusReader.open(directory: key.directory(storageRoot: storage), logger: WorkerTestEnv.logger)
     let rows = try await reader.records(in: 0..<reader.rowCount)
     try await reader.close()
     return rows

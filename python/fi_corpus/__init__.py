@@ -9,7 +9,9 @@
     events = store.consultation("c-42", site_id="a")
     for row in store.follow("site_a"): ...           # rows as a writer appends them
 
-    with fi_corpus.open("storage/site_a/corpus.h5") as corpus:   # one file
+    with fi_corpus.open("storage/site_a") as partition:   # one partition: every segment file
+        rows = list(partition)
+    with fi_corpus.open("storage/site_a/segment-…h5") as corpus:   # one file
         rows = list(corpus)
 
 Only h5py and numpy are required; pandas and pyarrow are imported when used.
@@ -20,12 +22,13 @@ from .errors import (CorpusBeingCreatedError, CorpusError, InvalidIdentifierErro
                      NotACorpusError, PartitionNotFoundError)
 from .partition import (DEFAULT_PARTITIONS, partition_key, partition_number,
                         validate_consultation_id, validate_site_id)
+from .segments import Partition, SegmentInfo
 from .store import PartitionInfo, Store, open_store
 
 __all__ = [
     "__version__",
     "open_store", "Store", "PartitionInfo",
-    "open", "Corpus", "Row", "Columns",
+    "open", "Corpus", "Partition", "SegmentInfo", "Row", "Columns",
     "partition_key", "partition_number", "validate_site_id", "validate_consultation_id",
     "DEFAULT_PARTITIONS",
     "CorpusError", "NotACorpusError", "PartitionNotFoundError", "CorpusBeingCreatedError",

@@ -719,6 +719,11 @@ class Corpus:
         return f"<fi_corpus.Corpus {self.path!r} rows={self._n}>"
 
 
-def open(path, swmr: bool = True, partition: Optional[str] = None) -> Corpus:  # noqa: A001
-    """Open a corpus file for reading. ``swmr=True`` works for live, crashed and closed files."""
+def open(path, swmr: bool = True, partition: Optional[str] = None):  # noqa: A001
+    """Open a corpus for reading: one file (a :class:`Corpus`), or a partition directory of segment
+    files (a :class:`~fi_corpus.segments.Partition`, Docs/contract.md §5 layout 2).
+    ``swmr=True`` works for live, crashed and closed files."""
+    if os.path.isdir(os.fspath(path)):
+        from .segments import Partition
+        return Partition(path, partition=partition, swmr=swmr)
     return Corpus(path, swmr=swmr, partition=partition)

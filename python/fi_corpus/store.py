@@ -1,4 +1,5 @@
-"""The whole store: ``<storage>/<partition_key>/corpus.h5`` for every partition (Docs/contract.md §1, §5).
+"""The whole store: ``<storage>/<partition_key>/`` for every partition, each a directory of segment
+files (Docs/contract.md §1, §5; layout 1's single ``corpus.h5`` reads as its first segment).
 
 ::
 
@@ -16,14 +17,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .corpus import BLOCK_BYTES, BLOCK_ROWS, Columns, Corpus, Row, _stream_key
+from .corpus import BLOCK_BYTES, BLOCK_ROWS, Columns, Row, _stream_key
 from .errors import (CorpusBeingCreatedError, CorpusError, NotACorpusError,
                      PartitionNotFoundError)
+from .segments import Partition, SegmentInfo, is_partition_directory
 from .partition import (DEFAULT_PARTITIONS, parse_partition_key, partition_key,
                         validate_consultation_id, validate_partition_key)
 
 __all__ = ["Store", "PartitionInfo", "open_store", "CORPUS_FILE"]
 
+#: Layout 1's single file; in layout 2 a partition is a directory of segments (``Store.segments``).
 CORPUS_FILE = "corpus.h5"
 
 
@@ -32,13 +35,14 @@ class PartitionInfo:
     """One partition as :meth:`Store.info` sees it."""
 
     key: str
-    path: str
+    path: str  # the partition directory
     status: str  # "ok", "being created" (cannot be read yet) or "not a corpus"
     rows: int
     payload_bytes: int
-    file_bytes: int
+    file_bytes: int  # all segment files together
     first_received_at_ms: Optional[int]
     last_received_at_ms: Optional[int]
+    segments: int = 0
 
 
 def _sort_key(key: str):
@@ -64,12 +68,12 @@ class Store:
             raise NotACorpusError(f"{self.root} is not a corpus store: not a directory{hint}")
         keys = self.partition_keys()
         if not keys:
-            if os.path.exists(os.path.join(self.root, CORPUS_FILE)):
+            if is_partition_directory(self.root):
                 raise NotACorpusError(
                     f"{self.root} is not a corpus store but one partition's directory; "
                     f"the store is its parent, {os.path.dirname(os.path.abspath(self.root))}")
             raise NotACorpusError(
-                f"{self.root} is not a corpus store: no <partition>/{CORPUS_FILE} in it "
+                f"{self.root} is not a corpus store: no <partition>/ with corpus segments in it "
                 "(partitions are named site_<site_id> or partition_<n>)")
         if partitions is None:
             numbers = [v for kind, v in map(parse_partition_key, keys) if kind == "partition"]
@@ -88,8 +92,7 @@ class Store:
         for entry in entries:
             if parse_partition_key(entry.name) is None or not entry.is_dir():
                 continue
-            base = os.path.join(entry.path, CORPUS_FILE)
-            if os.path.exists(base) or os.path.exists(base + ".creating"):
+            if is_partition_directory(entry.path):
                 keys.append(entry.name)
         return sorted(keys, key=_sort_key)
 
@@ -105,21 +108,27 @@ class Store:
         return len(self.partition_keys())
 
     def path(self, key: str) -> str:
-        """The corpus file of a partition that exists, else :class:`PartitionNotFoundError`."""
+        """The directory of a partition that exists, else :class:`PartitionNotFoundError`."""
         validate_partition_key(key)
-        path = os.path.join(self.root, key, CORPUS_FILE)
-        if not (os.path.exists(path) or os.path.exists(path + ".creating")):
+        path = os.path.join(self.root, key)
+        if not is_partition_directory(path):
             known = self.partition_keys()
             listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
             raise PartitionNotFoundError(
                 f"partition {key} does not exist in {self.root} (partitions: {listed or 'none'})")
         return path
 
-    def open(self, key: str) -> Corpus:
-        """Open one partition's corpus (close it, or use ``with``)."""
-        return Corpus(self.path(key), partition=key)
+    def open(self, key: str) -> Partition:
+        """Open one partition: every segment, read as one corpus (close it, or use ``with``)."""
+        return Partition(self.path(key), partition=key)
 
     partition = open
+
+    def segments(self, key: str) -> List[SegmentInfo]:
+        """A partition's segment files, oldest first: closed ones (in manifest.json), then the one
+        being written."""
+        with self.open(key) as p:
+            return p.segments
 
     def info(self, key: Optional[str] = None) -> List[PartitionInfo]:
         """Rows, bytes and received_at_ms range of every partition (or of one)."""
@@ -127,12 +136,13 @@ class Store:
         for k in ([key] if key is not None else self.partition_keys()):
             path = self.path(k)
             try:
-                with Corpus(path, partition=k) as c:
-                    rng = c.received_range()
-                    out.append(PartitionInfo(k, path, "ok", len(c), c.payload_bytes,
-                                             os.path.getsize(path), *(rng or (None, None))))
+                with Partition(path, partition=k) as p:
+                    rng = p.received_range()
+                    status = "ok" if p.segments or len(p) else "being created"
+                    out.append(PartitionInfo(k, path, status, len(p), p.payload_bytes,
+                                             p.file_bytes, *(rng or (None, None)), segments=len(p.segments)))
             except (CorpusBeingCreatedError, NotACorpusError) as err:
-                size = os.path.getsize(path) if os.path.exists(path) else 0
+                size = sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
                 status = "being created" if isinstance(err, CorpusBeingCreatedError) else "not a corpus"
                 out.append(PartitionInfo(k, path, status, 0, 0, size, None, None))
         return out
@@ -232,11 +242,13 @@ class Store:
         - when to stop (else it runs until the consumer stops iterating): ``timeout`` seconds in
           all, ``idle_timeout`` seconds without a new row, ``max_rows`` rows, or ``stop()`` true.
 
-        Each look is an SWMR refresh and the reading rule (:meth:`Corpus.refresh`). Progress is
-        kept as the last yielded stream id, so a writer restart, a torn tail cut back by the
-        writer's recovery, or the file being replaced is followed from the next row after it:
-        no row is yielded twice or skipped. An idle file is reopened every ``reopen_after``
-        seconds; errors reading it are retried (reopening) for up to ``retry_for`` seconds.
+        Each look is an SWMR refresh and the reading rule (:meth:`Partition.refresh`), across
+        segments: a segment the writer closes is read to its end, then the next one. Progress is
+        kept as the last yielded stream id, so a writer restart, a roll, a torn tail cut back by
+        the writer's recovery, or segments deleted by retention or rewritten by an erasure are
+        followed from the next row after it: no row is yielded twice or skipped. An idle
+        partition is reopened every ``reopen_after`` seconds; errors reading it are retried
+        (reopening) for up to ``retry_for`` seconds.
         """
         if not 0.001 <= poll_interval <= 60:
             raise ValueError(f"poll_interval must be from 0.001 to 60 seconds, not {poll_interval}")
@@ -248,7 +260,7 @@ class Store:
         last_sid: Optional[str] = after
         last_key = _stream_key(after) if after is not None else None
         yielded = 0
-        corpus: Optional[Corpus] = None
+        corpus: Optional[Partition] = None
         pos = 0
         opened_at = 0.0
         failing_since: Optional[float] = None
@@ -274,7 +286,7 @@ class Store:
                     return
                 try:
                     if corpus is None:
-                        corpus = Corpus(path, partition=key)
+                        corpus = Partition(path, partition=key)
                         opened_at = time.monotonic()
                         if first_open and last_sid is None:
                             pos = (max(0, len(corpus) + start) if start < 0 else min(start, len(corpus)))
@@ -284,9 +296,9 @@ class Store:
                             pos = min(pos, len(corpus))
                         first_open = False
                     n = corpus.refresh()
-                    if last_sid is not None and pos > 0 and (
-                            n < pos or bytes(corpus._cols["stream_id"][pos - 1]).decode("ascii") != last_sid):
-                        # The file was cut back or replaced: find our place by stream id.
+                    if last_sid is not None:
+                        # Positions shift when rows go (retention, erasure, a torn tail cut
+                        # back): the place is the stream id.
                         pos = corpus.index_after(last_sid)
                     failing_since = None
                 except (CorpusBeingCreatedError, OSError, KeyError, ValueError, RuntimeError,

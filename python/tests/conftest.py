@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -85,9 +85,9 @@ def read_acks(path: Path) -> List[Tuple[int, str]]:
 class CrashWriter:
     """FIStorageCrashWriter appending to ``corpus`` until killed."""
 
-    def __init__(self, exe: str, corpus: Path, ack: Path, seed: int, fsync: bool = True):
+    def __init__(self, exe: str, corpus: Path, ack: Path, seed: int, fsync: bool = True, extra: Sequence[str] = ()):
         corpus.parent.mkdir(parents=True, exist_ok=True)
-        args = [exe, str(corpus), str(ack), str(seed)] + ([] if fsync else ["nofsync"])
+        args = [exe, str(corpus), str(ack), str(seed)] + ([] if fsync else ["nofsync"]) + list(extra)
         self.ack = ack
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -119,11 +119,12 @@ def crash_writer_exe() -> str:
 
 @pytest.fixture
 def crash_writers():
-    """Start crash writers with ``start(corpus, ack, seed)``; all are killed at the end."""
+    """Start crash writers with ``start(corpus, ack, seed)``; all are killed at the end.
+    ``extra=["segments=65536"]`` makes ``corpus`` a partition directory that rolls every few dozen rows."""
     started: List[CrashWriter] = []
 
-    def start(corpus: Path, ack: Path, seed: int, fsync: bool = True) -> CrashWriter:
-        w = CrashWriter(require_binary("FIStorageCrashWriter"), corpus, ack, seed, fsync)
+    def start(corpus: Path, ack: Path, seed: int, fsync: bool = True, extra: Sequence[str] = ()) -> CrashWriter:
+        w = CrashWriter(require_binary("FIStorageCrashWriter"), corpus, ack, seed, fsync, extra)
         started.append(w)
         return w
 

@@ -49,8 +49,12 @@ def test_every_row_is_what_was_accepted(server_store):
 def test_closed_files_open_with_plain_h5py(server_store):
     store = fi_corpus.open_store(server_store.root)
     for key in store.partition_keys():
-        with h5py.File(store.path(key), "r") as f:
-            assert len(f["events/stream_id"]) == store.row_counts()[key]
+        rows = 0
+        for segment in store.segments(key):
+            assert segment.file.startswith("segment-") and segment.file.endswith(".h5")
+            with h5py.File(segment.path, "r") as f:
+                rows += len(f["events/stream_id"])
+        assert rows == store.row_counts()[key]
 
 
 def test_consultation_lookup(server_store):

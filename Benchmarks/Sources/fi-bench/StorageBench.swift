@@ -1,5 +1,9 @@
 // fi-bench storage [events=100000] [payloadBytes=1024] [dir=/tmp] [reps=3]
 // fi-bench storage chunks [events=100000]   (the chunk-size sweep behind Docs/storage.md)
+// fi-bench storage segments [events=1000000] [segmentMiB=64] [batch=1024] [rounds=1]
+//     appends with segment rolling on and off, and to today's single file (layout 1); the roll timed
+// fi-bench storage lookup-segments [segments=100] [rowsPerSegment=10000]
+//     a consultation lookup in a partition of 100 closed segments, beside the same rows in one
 //
 // Appends events with 1 KB payloads to a fresh corpus per configuration and
 // prints one `RESULT bench=storage impl=swift …` line per configuration (the
@@ -26,6 +30,8 @@ enum StorageBench {
             return try await measure(Config(batch: batch, fsync: fsync, compression: .none), records: records, dir: "/tmp", reps: 3)
         }
         if arguments.first == "lookup" { return try await lookup(Array(arguments.dropFirst())) }
+        if arguments.first == "segments" { return try await segments(Array(arguments.dropFirst())) }
+        if arguments.first == "lookup-segments" { return try await lookupSegments(Array(arguments.dropFirst())) }
         try await run(arguments)
     }
 
@@ -182,4 +188,130 @@ enum StorageBench {
               + "events_per_s=\(Int(median(rates))) min=\(Int(rates.min()!)) max=\(Int(rates.max()!)) cpu_us_per_event=\(String(format: "%.2f", lastCPUMicrosPerEvent)) file_mb=\(String(format: "%.1f", Double(size) / 1e6))")
         fflush(nil)
     }
+
+    // MARK: segments
+
+    /// Appends the same events three ways, rounds interleaved: to one file as before segments
+    /// (`CorpusWriter.open(path:)`), to a partition directory with rolling off, and with a roll
+    /// every `segmentMiB`. Prints the rates, the ratio rolling on / today, and each roll's time on
+    /// the append path (close + syncs) and in the background (SHA-256 + manifest).
+    static func segments(_ arguments: [String]) async throws {
+        let events = arguments.first.flatMap(Int.init) ?? 1_000_000
+        let segmentMiB = arguments.dropFirst().first.flatMap(Int.init) ?? 64
+        let batch = arguments.dropFirst(2).first.flatMap(Int.init) ?? 1024
+        let rounds = arguments.dropFirst(3).first.flatMap(Int.init) ?? 1
+        let records = makeRecords(events, payloadBytes: 1024)
+        let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        var rates: [String: [Double]] = [:]
+        var closes: [Duration] = [], opens: [Duration] = [], records_: [Duration] = [], rolls = 0
+        for _ in 0..<rounds {
+            for mode in ["file", "rolling-off", "rolling-on"] {
+                let dir = "/tmp/fi-bench-segments-\(getpid())"
+                try? FileManager.default.removeItem(atPath: dir)
+                let timings = EventBox()
+                var options = CorpusWriter.Options(fsync: true, segmentMaxBytes: mode == "rolling-on" ? segmentMiB << 20 : nil,
+                                                   segmentMaxAge: nil, events: { event in timings.append(event) })
+                options.validateUTF8 = true
+                let writer = mode == "file"
+                    ? try await CorpusWriter.open(path: dir + "/corpus.h5", options: options, logger: logger)
+                    : try await CorpusWriter.open(directory: dir, options: options, logger: logger)
+                let start = ContinuousClock.now
+                var i = 0
+                while i < records.count {
+                    let end = min(records.count, i + batch)
+                    try await writer.append(Array(records[i..<end]))
+                    i = end
+                }
+                let elapsed = ContinuousClock.now - start
+                try await writer.close()  // records what is left (not timed: off the append path)
+                rates[mode, default: []].append(Double(records.count) / seconds(elapsed))
+                for event in timings.all {
+                    switch event {
+                    case .segmentClosed(_, _, _, _, let duration): closes.append(duration); rolls += 1
+                    case .segmentRecorded(_, _, let duration): records_.append(duration)
+                    case .segmentOpened(_, let duration) where mode == "rolling-on": opens.append(duration)
+                    default: break
+                    }
+                }
+                try? FileManager.default.removeItem(atPath: dir)
+            }
+        }
+        func ms(_ d: Duration) -> String { String(format: "%.1f", seconds(d) * 1000) }
+        let today = median(rates["file"]!), off = median(rates["rolling-off"]!), on = median(rates["rolling-on"]!)
+        print("RESULT bench=storage-segments events=\(events) batch=\(batch) fsync=yes segment_mib=\(segmentMiB) rounds=\(rounds) "
+              + "file_events_per_s=\(Int(today)) rolling_off_events_per_s=\(Int(off)) rolling_on_events_per_s=\(Int(on)) "
+              + "rolling_on_over_file=\(String(format: "%.3f", on / today)) rolling_off_over_file=\(String(format: "%.3f", off / today))")
+        let sortedCloses = closes.sorted(), sortedRecords = records_.sorted(), sortedOpens = opens.sorted()
+        if !sortedCloses.isEmpty {
+            print("RESULT bench=storage-roll rolls=\(rolls) close_ms_median=\(ms(sortedCloses[sortedCloses.count / 2])) close_ms_max=\(ms(sortedCloses.last!)) "
+                  + "open_next_ms_median=\(sortedOpens.isEmpty ? "-" : ms(sortedOpens[sortedOpens.count / 2])) open_next_ms_max=\(sortedOpens.last.map(ms) ?? "-") "
+                  + "checksum_and_manifest_ms_median=\(sortedRecords.isEmpty ? "-" : ms(sortedRecords[sortedRecords.count / 2])) "
+                  + "checksum_and_manifest_ms_max=\(sortedRecords.last.map(ms) ?? "-") segment_mib=\(segmentMiB)")
+        }
+        fflush(nil)
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+
+    /// A partition of `segments` closed segments, `rowsPerSegment` rows each, 1,000 consultations
+    /// interleaved (so each has rows in every segment) plus one consultation per segment; and
+    /// the same rows in one file. Prints the reader's open (indexing) time and lookups.
+    static func lookupSegments(_ arguments: [String]) async throws {
+        let segmentCount = arguments.first.flatMap(Int.init) ?? 100
+        let rowsPerSegment = arguments.dropFirst().first.flatMap(Int.init) ?? 10_000
+        let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let dir = "/tmp/fi-bench-lookup-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let payload = Array(#"{"event":"message","text":"hello"}"#.utf8)
+        func rows(_ segment: Int) -> [CorpusRecord] {
+            (0..<rowsPerSegment).map { j in
+                let i = segment * rowsPerSegment + j
+                let consultation = j == 0 ? "only-in-\(segment)" : "c-\(i % 1000)"
+                return CorpusRecord(consultationID: consultation, streamID: StreamEntryID(ms: UInt64(1_700_000_000_000 + i), seq: 0),
+                                    receivedAtMs: Int64(i), payload: payload)
+            }
+        }
+        let options = CorpusWriter.Options(fsync: false, segmentMaxBytes: nil, segmentMaxAge: nil)
+        let partition = try await CorpusWriter.open(directory: dir + "/segmented", options: options, logger: logger)
+        let single = try await CorpusWriter.open(path: dir + "/single/corpus.h5", options: options, logger: logger)
+        for segment in 0..<segmentCount {
+            let batch = rows(segment)
+            try await partition.append(batch)
+            try await partition.roll()
+            try await single.append(batch)
+        }
+        try await partition.close()
+        try await single.close()
+        for (name, open) in [("segments-\(segmentCount)", { try await CorpusReader.open(directory: dir + "/segmented", logger: logger) }),
+                             ("one-file", { try await CorpusReader.open(path: dir + "/single/corpus.h5", logger: logger) })] {
+            let opening = ContinuousClock.now
+            let reader = try await open()
+            let openTime = ContinuousClock.now - opening
+            var line = "RESULT bench=storage-lookup-segments layout=\(name) rows=\(reader.rowCount) open_and_index_ms=\(String(format: "%.0f", seconds(openTime) * 1000))"
+            for (label, id) in [("in_every_segment", "c-7"), ("in_one_segment", "only-in-\(segmentCount / 2)"), ("absent", "nobody")] {
+                var times: [Double] = []
+                var found = 0
+                for _ in 0..<5 {
+                    let started = ContinuousClock.now
+                    found = try await reader.records(consultationID: id).count
+                    times.append(seconds(ContinuousClock.now - started) * 1000)
+                }
+                line += " \(label)_rows=\(found) \(label)_ms_median=\(String(format: "%.2f", median(times))) \(label)_ms_max=\(String(format: "%.2f", times.max()!))"
+            }
+            print(line)
+            try await reader.close()
+        }
+        fflush(nil)
+    }
+}
+
+/// The writer's events, collected from its queues.
+final class EventBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [CorpusEvent] = []
+    func append(_ event: CorpusEvent) { lock.withLock { events.append(event) } }
+    var all: [CorpusEvent] { lock.withLock { events } }
 }

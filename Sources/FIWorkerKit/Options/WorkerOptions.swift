@@ -1,5 +1,6 @@
 import FIPartitioning
 import FIQueue
+import FIStorage
 import Logging
 
 /// fi-worker's settings (Docs/contract.md §4): each from its flag, `FI_<FLAG>`,
@@ -42,11 +43,18 @@ public enum WorkerOptions {
     public static let otlpEndpoint = OptionSpec(
         "otlp-endpoint", .string, default: nil, "Export traces over OTLP/HTTP to this endpoint, e.g. http://collector:4318 (off when unset)")
     public static let otlpProtocol = OptionSpec("otlp-protocol", .string, default: "http/protobuf", "OTLP encoding: http/protobuf or http/json")
+    public static let segmentMaxBytes = OptionSpec(
+        "segment-max-bytes", .string, default: "1GiB", "Close a partition's corpus segment at the first batch boundary once its file is this large (e.g. 512MiB; 0: no limit)")
+    public static let segmentMaxAge = OptionSpec(
+        "segment-max-age", .string, default: "24h", "… or this old (e.g. 6h, 7d; 0: no limit)")
+    public static let retention = OptionSpec(
+        "retention", .string, default: "off", "Delete closed segments whose newest event is older than this (e.g. 90d, 5y; off: keep everything)")
 
     /// Every setting, in `--help` order.
     public static let specs: [OptionSpec] = [
-        redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, all, storage, group, consumer, batchSize, claimIdleMs, leaseTTLMs, maxDeliveries,
-        httpHost, httpPort, shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol,
+        redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, all, storage, group, consumer, batchSize, claimIdleMs, leaseTTLMs,
+        maxDeliveries, httpHost, httpPort, shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol, segmentMaxBytes, segmentMaxAge,
+        retention,
     ]
 
     /// The run-time defaults: the consumer name carries this host's name.
@@ -87,6 +95,15 @@ public enum WorkerOptions {
         let deliveries = options.int(maxDeliveries.name)!
         try options.check(maxDeliveries.name, deliveries >= 1, "must be at least 1")
         worker.maxDeliveries = deliveries
+        for (spec, apply) in [
+            (segmentMaxBytes, { (text: String) throws in worker.store.segmentMaxBytes = try CorpusTool.parseBytes(text, flag: "--segment-max-bytes") }),
+            (segmentMaxAge, { worker.store.segmentMaxAge = try CorpusTool.parseAge($0, flag: "--segment-max-age") }),
+            (retention, { worker.store.retention = try CorpusTool.parseAge($0, flag: "--retention") }),
+        ] {
+            do { try apply(options.string(spec.name)!) } catch {
+                throw OptionError(entry: options[spec.name], problem: CorpusTool.valueHint(spec.name))
+            }
+        }
 
         var settings = WorkerApplication.Settings(queue: try queueTarget(from: options), worker: worker)
         settings.httpHost = options.string(httpHost.name)!
