@@ -296,7 +296,8 @@ def main(deploy_dir):
     workers = sorted(s for s in cluster if s.startswith("fi-worker-"))
     redis = sorted(s for s in cluster if s.startswith("redis-") and s[6:].isdigit())
     before = len(problems)
-    check(len(servers) == 3 and len(workers) == 3 and len(redis) == 3, f"{path}: three servers, workers and Redis nodes")
+    check(len(servers) == 3 and len(workers) == 3, f"{path}: three servers and workers")
+    check(len(redis) == 6, f"{path}: six Redis nodes (3 masters, 3 replicas), not {len(redis)}")
     for s in ["redis-cluster-create", "haproxy", "prometheus", "grafana", "blackbox"]:
         check(s in cluster, f"{path}: missing service {s}")
     if len(problems) > before:
@@ -305,7 +306,12 @@ def main(deploy_dir):
         check_redis(r, cluster[r], cluster=True)
     create = cluster["redis-cluster-create"]
     script = " ".join(command(create))
-    check("--cluster create" in script and "--cluster-replicas 0" in script, "redis-cluster-create: redis-cli --cluster create")
+    check("--cluster create" in script, "redis-cluster-create: redis-cli --cluster create")
+    check("--cluster-replicas 1" in script, "redis-cluster-create: --cluster-replicas 1 (a replica for every master)")
+    for r in redis:
+        check(re.search(rf"\b{r}\b", script), f"redis-cluster-create: does not join {r}")
+        check(create.get("depends_on", {}).get(r, {}).get("condition") == "service_healthy",
+              f"redis-cluster-create: starts once {r} is healthy")
     check(create.get("restart") == "no", "redis-cluster-create: a one-shot (restart: no)")
     seeds = ",".join(f"{r}:6379" for r in redis)
     with open(os.path.join(deploy_dir, "haproxy.cfg")) as f:

@@ -2,6 +2,7 @@
 # The phase-2 topology as plain processes on 127.0.0.1 — no Docker needed:
 #
 #   a 3-master Redis Cluster        127.0.0.1:$FI_LC_REDIS_BASE..+2         (31001..31003)
+#     with FI_LC_REPLICAS=1: six nodes, 3 masters + 3 replicas  $FI_LC_REDIS_BASE..+5
 #   N fi-server processes            127.0.0.1:$FI_LC_SERVER_BASE..+N-1      (7101..7103)
 #   HAProxy in front, roundrobin,    127.0.0.1:$FI_LC_HTTP_PORT              (8080)
 #     `option httpchk GET /health/ready` every second
@@ -11,12 +12,25 @@
 #   deploy/local-cluster.sh status   # what runs, per pid file
 #   deploy/local-cluster.sh down     # stop exactly what `up` started (pid files)
 #
+# A Redis node failing and coming back (a failover, with FI_LC_REPLICAS=1):
+#
+#   deploy/local-cluster.sh redis-nodes        # each node: port, role, state, its master's port
+#   deploy/local-cluster.sh kill-redis PORT    # kill -9 the redis-server `up` started on PORT
+#   deploy/local-cluster.sh wait-ok [SECONDS]  # until every slot is served by a live master and
+#                                              # the live nodes say cluster_state:ok (default 30 s)
+#   deploy/local-cluster.sh start-redis PORT   # start it again: same --dir, nodes.conf and AOF, so
+#                                              # a master that was failed over rejoins as a replica
+#                                              # of the node that took its slots; waits for PING
+#
 # Settings (environment):
 #   FI_LC_DIR           state: pid files, logs, configs   (/tmp/fi-local-cluster)
 #   FI_LC_BIN           directory holding fi-server and fi-worker
 #                       (.build/release if both are built there, else .build/debug)
 #   FI_LC_STORAGE       storage root of the corpus files  ($FI_LC_DIR/storage)
 #   FI_LC_SERVERS, FI_LC_WORKERS                          (3, 3)
+#   FI_LC_REPLICAS      replicas per Redis master, 0 or 1 (0: 3 nodes; 1: 6 nodes, --cluster-replicas 1)
+#   FI_LC_NODE_TIMEOUT  cluster-node-timeout in ms (2000): how long a master may be unreachable
+#                       before the cluster marks it failed and its replica takes over
 #   FI_LC_HTTP_PORT, FI_LC_SERVER_BASE, FI_LC_REDIS_BASE, FI_LC_METRICS_BASE (unset: no metrics)
 #   FI_LC_SERVER_ARGS, FI_LC_WORKER_ARGS   extra flags, e.g. "--claim-idle-ms 2000 --lease-ttl-ms 2000"
 #   FI_LC_HAPROXY       haproxy binary (haproxy on PATH, or /usr/sbin/haproxy)
@@ -36,7 +50,17 @@ server_base=${FI_LC_SERVER_BASE:-7101}
 redis_base=${FI_LC_REDIS_BASE:-31001}
 metrics_base=${FI_LC_METRICS_BASE:-}
 storage=${FI_LC_STORAGE:-$dir/storage}
-redis_ports=("$redis_base" "$((redis_base + 1))" "$((redis_base + 2))")
+replicas=${FI_LC_REPLICAS:-0}
+node_timeout=${FI_LC_NODE_TIMEOUT:-2000}
+case $replicas in 0 | 1) ;; *) echo "local-cluster: error: FI_LC_REPLICAS must be 0 or 1, not '$replicas'" >&2; exit 2 ;; esac
+[[ $node_timeout =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: error: FI_LC_NODE_TIMEOUT must be a number of ms, not '$node_timeout'" >&2; exit 2; }
+redis_nodes=$((3 * (1 + replicas)))
+redis_ports=()
+bus_ports=()   # Redis Cluster's bus: port + 10000
+for ((i = 0; i < redis_nodes; i++)); do
+    redis_ports+=("$((redis_base + i))")
+    bus_ports+=("$((redis_base + i + 10000))")
+done
 seeds=$(printf '127.0.0.1:%s,' "${redis_ports[@]}")
 seeds=${seeds%,}
 
@@ -95,6 +119,62 @@ worker_joined() { # i
 
 cluster_ok() { redis-cli -p "${redis_ports[0]}" cluster info | grep -q cluster_state:ok; }
 
+pings() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
+
+# The masters that serve slots, as node $1 sees them: "port slot-ranges…" per line, sorted;
+# a master flagged failed (fail, fail?) is listed with "failed".
+served_by() {
+    redis-cli -p "$1" cluster nodes 2>/dev/null | awk '
+        $3 ~ /master/ && NF > 8 {
+            split($2, a, "[:@]"); line = a[2]
+            if ($3 ~ /fail/) line = line " failed"
+            for (i = 9; i <= NF; i++) line = line " " $i
+            print line
+        }' | sort
+}
+
+# Every live node says cluster_state:ok with all 16384 slots served, they agree on which
+# master serves which slots, and each of those masters is up and not flagged failed.
+cluster_settled() {
+    local p view="" first=1 port
+    for p in "${redis_ports[@]}"; do
+        pings "$p" || continue
+        redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | grep -q '^cluster_state:ok$' || return 1
+        redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | grep -q '^cluster_slots_ok:16384$' || return 1
+        local mine
+        mine=$(served_by "$p")
+        [ -n "$mine" ] || return 1
+        if [ $first = 1 ]; then view=$mine; first=0; else [ "$mine" = "$view" ] || return 1; fi
+    done
+    [ $first = 0 ] || return 1
+    ! grep -q failed <<<"$view" || return 1
+    for port in $(awk '{print $1}' <<<"$view"); do pings "$port" || return 1; done
+}
+
+# role of the node on port $1: "master", "replica <master port> <link up|down>", or "down"
+role_of() {
+    local out
+    out=$(redis-cli -p "$1" role 2>/dev/null | tr -d '\r') || true
+    case $(head -1 <<<"$out") in
+    master) echo master ;;
+    slave) echo "replica $(sed -n 3p <<<"$out") $(sed -n 4p <<<"$out" | sed 's/^connected$/up/; /^up$/!s/.*/down/')" ;;
+    *) echo down ;;
+    esac
+}
+
+# Every replica has finished its initial sync with its master.
+replicas_linked() {
+    local p r
+    for p in "${redis_ports[@]}"; do
+        r=$(role_of "$p")
+        case $r in
+        master) ;;
+        "replica "*" up") ;;
+        *) return 1 ;;
+        esac
+    done
+}
+
 # `"${detach[@]}" program args… &` runs a daemon in a session of its own with
 # nothing inherited that could stop `down` or keep a caller waiting: no
 # descriptors beyond stdio, no blocked signals, default signal handling.
@@ -127,6 +207,16 @@ start() { # name program args… — detached, with a pid file and a log
     echo $! >"$dir/pids/$name.pid"
 }
 
+# One Redis node, detached; its log is appended to, so a restart keeps the story.
+start_redis() { # port
+    local p=$1
+    "${detach[@]}" redis-server --bind 127.0.0.1 --port "$p" --dir "$dir/redis-$p" \
+        --cluster-enabled yes --cluster-config-file "$dir/redis-$p/nodes.conf" --cluster-node-timeout "$node_timeout" \
+        --appendonly yes --appendfsync everysec --save '' --maxmemory-policy noeviction \
+        >>"$dir/logs/redis-$p.log" 2>&1 </dev/null &
+    echo $! >"$dir/pids/redis-$p.pid"
+}
+
 up() {
     [ -x "$bin/fi-server" ] && [ -x "$bin/fi-worker" ] || die "fi-server/fi-worker not found in $bin (swift build, or set FI_LC_BIN)"
     [ -x "$haproxy" ] || die "haproxy not found (apt install haproxy, or set FI_LC_HAPROXY)"
@@ -134,7 +224,7 @@ up() {
     local existing=("$dir"/pids/*.pid)
     [ ${#existing[@]} -eq 0 ] || die "$dir already has pid files: run down first"
     local port
-    for port in "${redis_ports[@]}" $((redis_base + 10000)) $((redis_base + 10001)) $((redis_base + 10002)) "$http_port" \
+    for port in "${redis_ports[@]}" "${bus_ports[@]}" "$http_port" \
         $(seq "$server_base" $((server_base + servers - 1))) ${metrics_base:+$(seq "$metrics_base" $((metrics_base + workers - 1)))}; do
         ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "127.0.0.1:$port is in use (pick other ports: FI_LC_*_BASE)"
     done
@@ -142,19 +232,23 @@ up() {
     # Whatever fails from here on, stop what was started.
     trap 'status=$?; [ $status -eq 0 ] || { log "up failed: stopping what it started"; down; }' EXIT
 
-    # Redis Cluster: 3 masters, AOF with everysec, noeviction (deploy/redis.conf).
+    # Redis Cluster: 3 masters (and with FI_LC_REPLICAS=1 a replica each), AOF with everysec,
+    # noeviction (deploy/redis.conf).
     for p in "${redis_ports[@]}"; do
         mkdir -p "$dir/redis-$p"
-        start "redis-$p" redis-server --bind 127.0.0.1 --port "$p" --dir "$dir/redis-$p" \
-            --cluster-enabled yes --cluster-config-file "$dir/redis-$p/nodes.conf" --cluster-node-timeout 2000 \
-            --appendonly yes --appendfsync everysec --save '' --maxmemory-policy noeviction
+        start_redis "$p"
     done
     for p in "${redis_ports[@]}"; do
         wait_until 20 "redis-server on :$p" redis-cli -p "$p" ping
     done
-    redis-cli --cluster create "${redis_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+    redis-cli --cluster create "${redis_ports[@]/#/127.0.0.1:}" --cluster-replicas "$replicas" --cluster-yes \
         >"$dir/logs/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed: $(tail -3 "$dir/logs/cluster-create.log")"
     wait_until 30 "cluster_state:ok" cluster_ok
+    if [ "$replicas" -gt 0 ]; then
+        # Every node agrees on the masters, and every replica has its first copy.
+        wait_until 30 "every node to agree on the slot map" cluster_settled
+        wait_until 30 "every replica to sync with its master" replicas_linked
+    fi
 
     local i
     for i in $(seq 1 "$servers"); do
@@ -233,7 +327,14 @@ status() {
     for f in "$dir"/pids/*.pid; do
         name=$(basename "$f" .pid)
         pid=$(head -1 "$f")
-        if runs "$pid" "$(program_of "$name")"; then echo "$name $pid running"; else echo "$name $pid gone"; fi
+        if runs "$pid" "$(program_of "$name")"; then
+            case $name in
+            redis-*) echo "$name $pid running $(role_of "${name#redis-}")" ;;
+            *) echo "$name $pid running" ;;
+            esac
+        else
+            echo "$name $pid gone"
+        fi
     done
 }
 
@@ -275,9 +376,66 @@ down() {
     log "down: stopped $((a + b)) processes; logs and storage left in $dir"
 }
 
+# A port of this cluster's Redis nodes, or exit 2.
+redis_port_arg() { # port
+    local p
+    for p in "${redis_ports[@]}"; do [ "$p" = "${1:-}" ] && return 0; done
+    echo "local-cluster: error: '${1:-}' is not one of this cluster's Redis ports (${redis_ports[*]})" >&2
+    exit 2
+}
+
+# kill -9 the redis-server `up` (or start-redis) started on a port, and wait until it is gone.
+kill_redis() { # port
+    local p=$1 f pid
+    f="$dir/pids/redis-$p.pid"
+    [ -e "$f" ] || die "no pid file for redis-$p in $dir/pids"
+    pid=$(head -1 "$f")
+    runs "$pid" redis-server || die "redis-$p (pid $pid) is not running"
+    kill -KILL "$pid"
+    wait_until 10 "redis-$p (pid $pid) to exit" eval '! runs '"$pid"' redis-server'
+    log "kill-redis: redis-$p (pid $pid) killed with SIGKILL"
+}
+
+# Start a node again with the arguments `up` gave it: the same --dir, nodes.conf and AOF. A
+# master that was failed over finds, in the gossip, that its slots belong to its former replica
+# with a newer configuration epoch and turns itself into that node's replica.
+start_redis_again() { # port
+    local p=$1 f
+    f="$dir/pids/redis-$p.pid"
+    [ -d "$dir/redis-$p" ] || die "$dir/redis-$p does not exist: was the cluster started with up?"
+    if [ -e "$f" ] && runs "$(head -1 "$f")" redis-server; then die "redis-$p already runs (pid $(head -1 "$f"))"; fi
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "127.0.0.1:$p is in use by another process"
+    start_redis "$p"
+    wait_until 20 "redis-server on :$p" pings "$p"
+    log "start-redis: redis-$p started again (pid $(head -1 "$f"))"
+}
+
+redis_nodes() {
+    local p
+    for p in "${redis_ports[@]}"; do echo "$p $(role_of "$p")"; done
+}
+
 case "${1:-}" in
 up) up ;;
 down) down ;;
 status) status ;;
-*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+redis-nodes) redis_nodes ;;
+kill-redis)
+    redis_port_arg "${2:-}"
+    kill_redis "$2"
+    ;;
+start-redis)
+    redis_port_arg "${2:-}"
+    start_redis_again "$2"
+    ;;
+wait-ok)
+    seconds=${2:-30}
+    [[ $seconds =~ ^[0-9]+$ ]] || { echo "local-cluster: error: wait-ok takes whole seconds, not '$seconds'" >&2; exit 2; }
+    wait_until "$seconds" "every slot served by a live master (cluster_state:ok on every live node)" cluster_settled
+    log "wait-ok: $(served_by "$(for p in "${redis_ports[@]}"; do pings "$p" && { echo "$p"; break; }; done)" | awk '{print $1}' | paste -sd' ') serve every slot"
+    ;;
+*)
+    echo "usage: $0 up|down|status|redis-nodes|kill-redis PORT|start-redis PORT|wait-ok [SECONDS]" >&2
+    exit 2
+    ;;
 esac
