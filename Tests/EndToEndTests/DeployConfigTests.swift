@@ -43,11 +43,13 @@ struct DeployConfigTests {
         try edit("prometheus/alerts.yml", "> 0\n", "> \n")                         // an incomplete PromQL expression
         try edit("redis.conf", "maxmemory-policy noeviction", "maxmemory-policy allkeys-lru")
         try edit("docker-compose.yml", #""--maxmemory-policy", "noeviction""#, #""--maxmemory-policy", "allkeys-lru""#)
+        try edit("docker-compose.cluster.yml", "--cluster-replicas 1", "--cluster-replicas 0")   // masters without replicas
 
         let (status, output) = try await Self.runCheck(copy)
         #expect(status == 1, "\(output)")
         for failure in ["FAIL: nginx -t", "FAIL: haproxy -c", "FAIL: promtool check config prometheus/prometheus.cluster.yml",
-                        "FAIL: promtool check rules", "FAIL: redis-server deploy/redis.conf", "allkeys-lru can evict"] {
+                        "FAIL: promtool check rules", "FAIL: redis-server deploy/redis.conf", "allkeys-lru can evict",
+                        "--cluster-replicas 1 (a replica for every master)"] {
             #expect(output.contains(failure), "expected \(failure):\n\(output)")
         }
     }
