@@ -13,6 +13,8 @@ public enum ServerOptions {
     public static let redisTLSCA = WorkerOptions.redisTLSCA
     public static let redisTLSCert = WorkerOptions.redisTLSCert
     public static let redisTLSKey = WorkerOptions.redisTLSKey
+    public static let redisMinReplicas = WorkerOptions.redisMinReplicas
+    public static let redisReplicaTimeout = WorkerOptions.redisReplicaTimeout
     public static let partitions = OptionSpec("partitions", .int, default: String(Partitioner.defaultPartitions), "Number of hash partitions for events without a site")
     public static let storage = OptionSpec(
         "storage", .string, default: "./storage", "Storage root of the corpus files (read by GET, written by embedded workers)")
@@ -30,7 +32,7 @@ public enum ServerOptions {
 
     /// Every setting, in `--help` order.
     public static let specs: [OptionSpec] = [
-        host, port, redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, partitions, storage, maxBodyBytes, maxBacklog, apiTokensFile,
+        host, port, redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, redisMinReplicas, redisReplicaTimeout, partitions, storage, maxBodyBytes, maxBacklog, apiTokensFile,
         shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol,
     ]
 
@@ -61,6 +63,7 @@ public enum ServerOptions {
                 "give --redis-url or --redis-cluster, not both (--redis-url from \(options[redisURL.name].source), --redis-cluster from \(options[redisCluster.name].source))")
         }
         settings.queue = try WorkerOptions.withTLS(settings.queue, from: options)
+        settings.queue = try WorkerOptions.withReplicas(settings.queue, from: options)
         return (settings, logging)
     }
 }

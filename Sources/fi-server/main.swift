@@ -11,7 +11,8 @@ struct FIServerCommand: AsyncParsableCommand {
         abstract: "Accept consultation events over HTTP and queue them for the workers.",
         usage: """
             fi-server [--host <host>] [--port <port>] [--redis-url <url> | --redis-cluster <host:port,…>] \
-            [--redis-tls-ca <file>] [--redis-tls-cert <file> --redis-tls-key <file>] [--partitions <n>] \
+            [--redis-tls-ca <file>] [--redis-tls-cert <file> --redis-tls-key <file>] \
+            [--redis-min-replicas <n>] [--redis-replica-timeout <s>] [--partitions <n>] \
             [--storage <path>] [--max-body-bytes <n>] [--max-backlog <n>] [--api-tokens-file <file>] \
             [--shutdown-delay <s>] [--log-level <level>] [--log-format text|json] [--config <file>]
               fi-server config [<options>]
@@ -100,6 +101,8 @@ struct ServerFlags: ParsableArguments {
     @Option(help: .init(ServerOptions.redisTLSCA.help)) var redisTlsCa: String?
     @Option(help: .init(ServerOptions.redisTLSCert.help)) var redisTlsCert: String?
     @Option(help: .init(ServerOptions.redisTLSKey.help)) var redisTlsKey: String?
+    @Option(help: .init(ServerOptions.redisMinReplicas.help)) var redisMinReplicas: Int?
+    @Option(help: .init(ServerOptions.redisReplicaTimeout.help)) var redisReplicaTimeout: Double?
     @Option(help: .init(ServerOptions.partitions.help)) var partitions: Int?
     @Option(help: .init(ServerOptions.storage.help)) var storage: String?
     @Option(help: .init(ServerOptions.maxBodyBytes.help)) var maxBodyBytes: Int?
@@ -117,6 +120,7 @@ struct ServerFlags: ParsableArguments {
         let given: [String: String?] = [
             "host": host, "port": port.map(String.init), "redis-url": redisURL, "redis-cluster": redisCluster,
             "redis-tls-ca": redisTlsCa, "redis-tls-cert": redisTlsCert, "redis-tls-key": redisTlsKey,
+            "redis-min-replicas": redisMinReplicas.map(String.init), "redis-replica-timeout": redisReplicaTimeout.map { String($0) },
             "partitions": partitions.map(String.init), "storage": storage, "max-body-bytes": maxBodyBytes.map(String.init),
             "max-backlog": maxBacklog.map(String.init), "api-tokens-file": apiTokensFile,
             "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
