@@ -29,11 +29,15 @@ public enum ServerOptions {
     public static let logFormat = WorkerOptions.logFormat
     public static let otlpEndpoint = WorkerOptions.otlpEndpoint
     public static let otlpProtocol = WorkerOptions.otlpProtocol
+    // Embedded mode's corpus segments, as fi-worker's.
+    public static let segmentMaxBytes = WorkerOptions.segmentMaxBytes
+    public static let segmentMaxAge = WorkerOptions.segmentMaxAge
+    public static let retention = WorkerOptions.retention
 
     /// Every setting, in `--help` order.
     public static let specs: [OptionSpec] = [
         host, port, redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, redisMinReplicas, redisReplicaTimeout, partitions, storage, maxBodyBytes, maxBacklog, apiTokensFile,
-        shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol,
+        shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol, segmentMaxBytes, segmentMaxAge, retention,
     ]
 
     /// The settings the resolved options describe, checked.
@@ -64,6 +68,7 @@ public enum ServerOptions {
         }
         settings.queue = try WorkerOptions.withTLS(settings.queue, from: options)
         settings.queue = try WorkerOptions.withReplicas(settings.queue, from: options)
+        try WorkerOptions.applySegments(from: options, to: &settings.embeddedWorker.store)
         return (settings, logging)
     }
 }

@@ -14,7 +14,8 @@ struct FIServerCommand: AsyncParsableCommand {
             [--redis-tls-ca <file>] [--redis-tls-cert <file> --redis-tls-key <file>] \
             [--redis-min-replicas <n>] [--redis-replica-timeout <s>] [--partitions <n>] \
             [--storage <path>] [--max-body-bytes <n>] [--max-backlog <n>] [--api-tokens-file <file>] \
-            [--shutdown-delay <s>] [--log-level <level>] [--log-format text|json] [--config <file>]
+            [--shutdown-delay <s>] [--log-level <level>] [--log-format text|json] \
+            [--segment-max-bytes <size>] [--segment-max-age <age>] [--retention <age>] [--config <file>]
               fi-server config [<options>]
               fi-server capacity [<options>]
             """,
@@ -113,6 +114,9 @@ struct ServerFlags: ParsableArguments {
     @Option(help: .init(ServerOptions.logFormat.help)) var logFormat: String?
     @Option(help: .init(ServerOptions.otlpEndpoint.help)) var otlpEndpoint: String?
     @Option(help: .init(ServerOptions.otlpProtocol.help)) var otlpProtocol: String?
+    @Option(help: .init(ServerOptions.segmentMaxBytes.help + " (embedded mode)")) var segmentMaxBytes: String?
+    @Option(help: .init(ServerOptions.segmentMaxAge.help + " (embedded mode)")) var segmentMaxAge: String?
+    @Option(help: .init(ServerOptions.retention.help + " (embedded mode)")) var retention: String?
     @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
 
     /// The flags given, by setting name.
@@ -125,6 +129,7 @@ struct ServerFlags: ParsableArguments {
             "max-backlog": maxBacklog.map(String.init), "api-tokens-file": apiTokensFile,
             "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
             "otlp-endpoint": otlpEndpoint, "otlp-protocol": otlpProtocol,
+            "segment-max-bytes": segmentMaxBytes, "segment-max-age": segmentMaxAge, "retention": retention,
         ]
         return given.compactMapValues { $0 }
     }

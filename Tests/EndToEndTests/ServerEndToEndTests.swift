@@ -158,17 +158,20 @@ struct ServerEndToEndTests {
         _ = replica
     }
 
-    @Test("embedded mode: no Redis; SIGTERM drains every accepted event into the corpus and exits 0")
+    @Test("embedded mode: no Redis; segments roll by --segment-max-age; SIGTERM drains every accepted event into the corpus and exits 0")
     func embedded() async throws {
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
         let port = try Loopback.freePort()
         let base = "http://127.0.0.1:\(port)"
-        let server = try Child("embedded", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage], logDirectory: storage)
+        // Segments that close after a second: the embedded writer rolls between the two halves.
+        let server = try Child(
+            "embedded", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage, "--segment-max-age", "1s"], logDirectory: storage)
         try await HTTP.waitHealthy(base, process: server)
 
         var accepted: [String: [String]] = [:]
         for n in 0..<300 {
+            if n == 150 { try await Task.sleep(for: .milliseconds(1500)) }
             let site: String? = n % 2 == 0 ? "emb" : nil
             let reply = try await HTTP.request("POST", "\(base)/consultations/e\(n % 7)/events", body: Data(Self.body(n, site: site).utf8))
             #expect(reply.status == 202)
@@ -183,6 +186,8 @@ struct ServerEndToEndTests {
             #expect(rows.map(\.streamID.description) == ids, "\(partition): every event answered 202 is stored once, in order")
         }
         #expect(accepted.values.reduce(0) { $0 + $1.count } == 300)
+        let segments = try FileManager.default.contentsOfDirectory(atPath: storage + "/site_emb").filter { $0.hasPrefix("segment-") && $0.hasSuffix(".h5") }
+        #expect(segments.count >= 2, "--segment-max-age rolls embedded mode's segments: \(segments)")
     }
 
     @Test("fi-server --help describes every contract flag; bad flags and an unreachable Redis exit non-zero with a reason")

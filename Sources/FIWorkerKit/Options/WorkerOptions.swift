@@ -101,15 +101,7 @@ public enum WorkerOptions {
         let deliveries = options.int(maxDeliveries.name)!
         try options.check(maxDeliveries.name, deliveries >= 1, "must be at least 1")
         worker.maxDeliveries = deliveries
-        for (spec, apply) in [
-            (segmentMaxBytes, { (text: String) throws in worker.store.segmentMaxBytes = try CorpusTool.parseBytes(text, flag: "--segment-max-bytes") }),
-            (segmentMaxAge, { worker.store.segmentMaxAge = try CorpusTool.parseAge($0, flag: "--segment-max-age") }),
-            (retention, { worker.store.retention = try CorpusTool.parseAge($0, flag: "--retention") }),
-        ] {
-            do { try apply(options.string(spec.name)!) } catch {
-                throw OptionError(entry: options[spec.name], problem: CorpusTool.valueHint(spec.name))
-            }
-        }
+        try applySegments(from: options, to: &worker.store)
 
         var settings = WorkerApplication.Settings(queue: try withReplicas(try queueTarget(from: options), from: options)!, worker: worker)
         settings.httpHost = options.string(httpHost.name)!
@@ -170,6 +162,21 @@ public enum WorkerOptions {
         }
         target.tls = RedisEventQueue.TLS(caFile: ca, certificateFile: cert, privateKeyFile: key)
         return target
+    }
+
+    /// `--segment-max-bytes`, `--segment-max-age` and `--retention` into `store`, checked.
+    public static func applySegments(from options: ResolvedOptions, to store: inout CorpusWriter.Options) throws(OptionError) {
+        var result = store
+        for (spec, apply) in [
+            (segmentMaxBytes, { (text: String) throws in result.segmentMaxBytes = try CorpusTool.parseBytes(text, flag: "--segment-max-bytes") }),
+            (segmentMaxAge, { result.segmentMaxAge = try CorpusTool.parseAge($0, flag: "--segment-max-age") }),
+            (retention, { result.retention = try CorpusTool.parseAge($0, flag: "--retention") }),
+        ] {
+            do { try apply(options.string(spec.name)!) } catch {
+                throw OptionError(entry: options[spec.name], problem: CorpusTool.valueHint(spec.name))
+            }
+        }
+        store = result
     }
 
     /// `target` with the replica acknowledgement (`--redis-min-replicas`, `--redis-replica-timeout`),
