@@ -141,6 +141,13 @@ public protocol EventQueue: Sendable {
 
     /// Takes a lease (`SET key owner NX PX ttl`); `true` also if `owner` already holds it, then extended.
     func acquireLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool
+    /// Takes a fencing lease: as ``acquireLease(_:owner:ttl:)``, and each time the lease is newly
+    /// taken (not when `owner` already held it) the counter `epochKey` is incremented in the same
+    /// atomic step. The counter never expires and never goes down, so a later holder of the lease
+    /// always has a higher epoch than every earlier one: the fencing token a holder passes to what
+    /// it writes. In a Redis Cluster `epochKey` must hash to `key`'s slot (``fencingEpochKey(for:)``).
+    /// - Returns: The lease epoch if `owner` holds the lease now, `nil` if another owner does.
+    func acquireLease(_ key: String, owner: String, ttl: Duration, epochKey: String) async throws -> UInt64?
     /// Extends a lease held by `owner`; `false` if it was lost.
     func renewLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool
     /// Releases a lease held by `owner`; `false` if it was not held by `owner`.
@@ -150,6 +157,16 @@ public protocol EventQueue: Sendable {
 
     /// Releases connections and threads. Later calls fail with `.unavailable`.
     func close() async
+}
+
+/// The epoch counter of the fencing lease `key`, in `key`'s cluster slot: `{<key>}:epoch` for a
+/// key without a hash tag, `<key>:epoch` for one with a tag. (A key with braces but no hash tag,
+/// such as `a{}b`, has no such name; FI Scale's lease keys have no braces.)
+public func fencingEpochKey(for key: String) -> String {
+    if let open = key.firstIndex(of: "{"), let close = key[key.index(after: open)...].firstIndex(of: "}"), close > key.index(after: open) {
+        return key + ":epoch"
+    }
+    return "{" + key + "}:epoch"
 }
 
 extension EventQueue {
@@ -164,7 +181,7 @@ public struct EventQueueError: Error, CustomStringConvertible {
     /// What kind of failure. A struct so that new codes are not a breaking change.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
-            case unavailable, timeout, `protocol`, wrongType, invalidArgument, unknownResult, redirectLimit, server, noGroup
+            case unavailable, timeout, `protocol`, wrongType, invalidArgument, unknownResult, notReplicated, redirectLimit, server, noGroup
         }
         private var base: Base
         private init(_ base: Base) { self.base = base }
@@ -181,6 +198,9 @@ public struct EventQueueError: Error, CustomStringConvertible {
         public static var invalidArgument: Code { Code(.invalidArgument) }
         /// A command that changes data was sent and its reply was lost: it may or may not have been applied.
         public static var unknownResult: Code { Code(.unknownResult) }
+        /// The command was applied on the master, but fewer replicas than asked for
+        /// (``RedisEventQueue/Options/minReplicas``) acknowledged it in time: a failover may still lose it.
+        public static var notReplicated: Code { Code(.notReplicated) }
         /// Too many cluster redirects (MOVED/ASK/TRYAGAIN) for one command.
         public static var redirectLimit: Code { Code(.redirectLimit) }
         /// Any other error reply from the server.

@@ -266,6 +266,25 @@ public final class InMemoryEventQueue: EventQueue {
         }
     }
 
+    public func acquireLease(_ key: String, owner: String, ttl: Duration, epochKey: String) async throws -> UInt64? {
+        try Validate.key(key, "lease key")
+        try Validate.key(epochKey, "epoch key")
+        let ttlMs = try Validate.ttl(ttl)
+        let now = options.now()
+        return try state.withLock { s in
+            try s.checkOpen()
+            try s.checkNotStream(key)
+            try s.checkNotStream(epochKey)
+            if let lease = s.liveLease(key, now: now) {
+                guard lease.owner == owner else { return nil }
+            } else {
+                s.epochs[epochKey, default: 0] += 1
+            }
+            s.leases[key] = Lease(owner: owner, expiresAt: now + UInt64(ttlMs))
+            return s.epochs[epochKey, default: 0]
+        }
+    }
+
     public func renewLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool {
         try Validate.key(key, "lease key")
         let ttlMs = try Validate.ttl(ttl)
@@ -457,6 +476,8 @@ struct StreamState {
 struct MemoryState {
     var streams: [String: StreamState] = [:]
     var leases: [String: Lease] = [:]
+    /// Fencing lease epochs: never expire, never go down.
+    var epochs: [String: UInt64] = [:]
     /// appendOnce's hashes: token → entry id.
     var ledgers: [String: [String: StreamEntryID]] = [:]
     var waiters: [Int: Waiter] = [:]

@@ -13,6 +13,8 @@ public enum ServerOptions {
     public static let redisTLSCA = WorkerOptions.redisTLSCA
     public static let redisTLSCert = WorkerOptions.redisTLSCert
     public static let redisTLSKey = WorkerOptions.redisTLSKey
+    public static let redisMinReplicas = WorkerOptions.redisMinReplicas
+    public static let redisReplicaTimeout = WorkerOptions.redisReplicaTimeout
     public static let partitions = OptionSpec("partitions", .int, default: String(Partitioner.defaultPartitions), "Number of hash partitions for events without a site")
     public static let storage = OptionSpec(
         "storage", .string, default: "./storage", "Storage root of the corpus files (read by GET, written by embedded workers)")
@@ -27,11 +29,15 @@ public enum ServerOptions {
     public static let logFormat = WorkerOptions.logFormat
     public static let otlpEndpoint = WorkerOptions.otlpEndpoint
     public static let otlpProtocol = WorkerOptions.otlpProtocol
+    // Embedded mode's corpus segments, as fi-worker's.
+    public static let segmentMaxBytes = WorkerOptions.segmentMaxBytes
+    public static let segmentMaxAge = WorkerOptions.segmentMaxAge
+    public static let retention = WorkerOptions.retention
 
     /// Every setting, in `--help` order.
     public static let specs: [OptionSpec] = [
-        host, port, redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, partitions, storage, maxBodyBytes, maxBacklog, apiTokensFile,
-        shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol,
+        host, port, redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, redisMinReplicas, redisReplicaTimeout, partitions, storage, maxBodyBytes, maxBacklog, apiTokensFile,
+        shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol, segmentMaxBytes, segmentMaxAge, retention,
     ]
 
     /// The settings the resolved options describe, checked.
@@ -61,6 +67,8 @@ public enum ServerOptions {
                 "give --redis-url or --redis-cluster, not both (--redis-url from \(options[redisURL.name].source), --redis-cluster from \(options[redisCluster.name].source))")
         }
         settings.queue = try WorkerOptions.withTLS(settings.queue, from: options)
+        settings.queue = try WorkerOptions.withReplicas(settings.queue, from: options)
+        try WorkerOptions.applySegments(from: options, to: &settings.embeddedWorker.store)
         return (settings, logging)
     }
 }

@@ -169,9 +169,11 @@ public final class EventWorker: Service, Sendable {
             guard state.withLock({ $0[key] == nil }) else { continue }
             let lease = LeaseClock(ttl: configuration.leaseTTL)
             let grantSent = ContinuousClock.now
-            guard try await queue.acquireLease(key.leaseKey, owner: instanceID, ttl: configuration.leaseTTL) else { continue }
+            guard let epoch = try await queue.acquireLease(
+                key.leaseKey, owner: instanceID, ttl: configuration.leaseTTL, epochKey: fencingEpochKey(for: key.leaseKey))
+            else { continue }
             lease.granted(sentAt: grantSent)
-            start(key, lease: lease, group: &group)
+            start(key, lease: lease, epoch: epoch, group: &group)
             mine += 1
             started += 1
         }
@@ -213,17 +215,18 @@ public final class EventWorker: Service, Sendable {
         return Set(names.compactMap(PartitionKey.init(streamName:))).sorted()
     }
 
-    private func start(_ key: PartitionKey, lease: LeaseClock, group: inout ThrowingDiscardingTaskGroup<any Error>) {
+    private func start(_ key: PartitionKey, lease: LeaseClock, epoch: UInt64, group: inout ThrowingDiscardingTaskGroup<any Error>) {
         let runner = PartitionRunner(
             key: key,
             queue: queue,
             configuration: configuration,
             lease: lease,
+            epoch: epoch,
             drainOnStop: options.drainOnShutdown,
             logger: logger
         )
         state.withLock { $0[key] = Held(runner: runner, lease: lease) }
-        logger.info("took over partition", metadata: ["fi.partition": "\(key)", "fi.owner": "\(instanceID)"])
+        logger.info("took over partition", metadata: ["fi.partition": "\(key)", "fi.owner": "\(instanceID)", "fi.lease_epoch": "\(epoch)"])
         if stopping.load(ordering: .relaxed) { runner.stop() }
         group.addTask {
             await runner.run()

@@ -23,6 +23,8 @@ final class PartitionRunner: Sendable {
     private let configuration: WorkerConfiguration
     private let logger: Logger
     private let lease: LeaseClock
+    /// The lease's fencing epoch: the writer refuses to write once a higher one has taken the partition.
+    private let epoch: UInt64
     private let stopRequested = Atomic<Bool>(false)
     private let progress: PartitionProgress
 
@@ -33,9 +35,11 @@ final class PartitionRunner: Sendable {
         queue: any EventQueue,
         configuration: WorkerConfiguration,
         lease: LeaseClock,
+        epoch: UInt64,
         drainOnStop: Bool,
         logger: Logger
     ) {
+        self.epoch = epoch
         self.key = key
         self.drainOnStop = drainOnStop
         self.queue = queue
@@ -43,6 +47,7 @@ final class PartitionRunner: Sendable {
         self.lease = lease
         var logger = logger
         logger[metadataKey: "fi.partition"] = "\(key)"
+        logger[metadataKey: "fi.lease_epoch"] = "\(epoch)"
         self.logger = logger
         self.progress = PartitionProgress(key: key)
     }

@@ -20,6 +20,10 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
     let value: Value
     /// TLS files for Redis (`--redis-tls-ca`, `--redis-tls-cert`, `--redis-tls-key`); `nil` for none.
     public var tls: RedisEventQueue.TLS?
+    /// Replicas that must acknowledge appends and lease writes (`--redis-min-replicas`), and how
+    /// long a write waits for them.
+    public var minReplicas = 0
+    public var replicaTimeout: Duration = .seconds(1)
 
     /// A single Redis: `redis://[:password@]host[:port][/db]`, or `rediss://…` for TLS.
     public static func redis(url: String, tls: RedisEventQueue.TLS? = nil) -> QueueTarget { QueueTarget(value: .redis(url), tls: tls) }
@@ -50,6 +54,8 @@ public struct QueueTarget: Sendable, CustomStringConvertible {
     public func connect(logger: Logger, eventLoopGroup: (any EventLoopGroup)? = nil) async throws -> any EventQueue {
         var options = RedisEventQueue.Options()
         options.tls = tls
+        options.minReplicas = minReplicas
+        options.replicaTimeout = replicaTimeout
         options.eventLoopGroup = eventLoopGroup
         switch value {
         case .redis(let url):

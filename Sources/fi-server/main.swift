@@ -11,9 +11,11 @@ struct FIServerCommand: AsyncParsableCommand {
         abstract: "Accept consultation events over HTTP and queue them for the workers.",
         usage: """
             fi-server [--host <host>] [--port <port>] [--redis-url <url> | --redis-cluster <host:port,…>] \
-            [--redis-tls-ca <file>] [--redis-tls-cert <file> --redis-tls-key <file>] [--partitions <n>] \
+            [--redis-tls-ca <file>] [--redis-tls-cert <file> --redis-tls-key <file>] \
+            [--redis-min-replicas <n>] [--redis-replica-timeout <s>] [--partitions <n>] \
             [--storage <path>] [--max-body-bytes <n>] [--max-backlog <n>] [--api-tokens-file <file>] \
-            [--shutdown-delay <s>] [--log-level <level>] [--log-format text|json] [--config <file>]
+            [--shutdown-delay <s>] [--log-level <level>] [--log-format text|json] \
+            [--segment-max-bytes <size>] [--segment-max-age <age>] [--retention <age>] [--config <file>]
               fi-server config [<options>]
               fi-server capacity [<options>]
             """,
@@ -100,6 +102,8 @@ struct ServerFlags: ParsableArguments {
     @Option(help: .init(ServerOptions.redisTLSCA.help)) var redisTlsCa: String?
     @Option(help: .init(ServerOptions.redisTLSCert.help)) var redisTlsCert: String?
     @Option(help: .init(ServerOptions.redisTLSKey.help)) var redisTlsKey: String?
+    @Option(help: .init(ServerOptions.redisMinReplicas.help)) var redisMinReplicas: Int?
+    @Option(help: .init(ServerOptions.redisReplicaTimeout.help)) var redisReplicaTimeout: Double?
     @Option(help: .init(ServerOptions.partitions.help)) var partitions: Int?
     @Option(help: .init(ServerOptions.storage.help)) var storage: String?
     @Option(help: .init(ServerOptions.maxBodyBytes.help)) var maxBodyBytes: Int?
@@ -110,6 +114,9 @@ struct ServerFlags: ParsableArguments {
     @Option(help: .init(ServerOptions.logFormat.help)) var logFormat: String?
     @Option(help: .init(ServerOptions.otlpEndpoint.help)) var otlpEndpoint: String?
     @Option(help: .init(ServerOptions.otlpProtocol.help)) var otlpProtocol: String?
+    @Option(help: .init(ServerOptions.segmentMaxBytes.help + " (embedded mode)")) var segmentMaxBytes: String?
+    @Option(help: .init(ServerOptions.segmentMaxAge.help + " (embedded mode)")) var segmentMaxAge: String?
+    @Option(help: .init(ServerOptions.retention.help + " (embedded mode)")) var retention: String?
     @Option(help: "Config file, JSON or YAML (.yaml/.yml), keys named like the long flags (env FI_CONFIG)") var config: String?
 
     /// The flags given, by setting name.
@@ -117,10 +124,12 @@ struct ServerFlags: ParsableArguments {
         let given: [String: String?] = [
             "host": host, "port": port.map(String.init), "redis-url": redisURL, "redis-cluster": redisCluster,
             "redis-tls-ca": redisTlsCa, "redis-tls-cert": redisTlsCert, "redis-tls-key": redisTlsKey,
+            "redis-min-replicas": redisMinReplicas.map(String.init), "redis-replica-timeout": redisReplicaTimeout.map { String($0) },
             "partitions": partitions.map(String.init), "storage": storage, "max-body-bytes": maxBodyBytes.map(String.init),
             "max-backlog": maxBacklog.map(String.init), "api-tokens-file": apiTokensFile,
             "shutdown-delay": shutdownDelay.map { String($0) }, "log-level": logLevel, "log-format": logFormat,
             "otlp-endpoint": otlpEndpoint, "otlp-protocol": otlpProtocol,
+            "segment-max-bytes": segmentMaxBytes, "segment-max-age": segmentMaxAge, "retention": retention,
         ]
         return given.compactMapValues { $0 }
     }

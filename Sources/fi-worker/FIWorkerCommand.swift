@@ -124,6 +124,8 @@ struct WorkerFlags: ParsableArguments {
     @Option(help: .init(WorkerOptions.redisTLSCA.help)) var redisTlsCa: String?
     @Option(help: .init(WorkerOptions.redisTLSCert.help)) var redisTlsCert: String?
     @Option(help: .init(WorkerOptions.redisTLSKey.help)) var redisTlsKey: String?
+    @Option(help: .init(WorkerOptions.redisMinReplicas.help)) var redisMinReplicas: Int?
+    @Option(help: .init(WorkerOptions.redisReplicaTimeout.help)) var redisReplicaTimeout: Double?
     @Flag(help: .init(WorkerOptions.all.help)) var all = false
     @Option(help: .init(WorkerOptions.storage.help)) var storage: String?
     @Option(help: .init(WorkerOptions.group.help)) var group: String?
@@ -151,6 +153,7 @@ struct WorkerFlags: ParsableArguments {
         var given: [String: String?] = [
             "redis-url": redisURL, "redis-cluster": redisCluster, "storage": storage, "group": group,
             "redis-tls-ca": redisTlsCa, "redis-tls-cert": redisTlsCert, "redis-tls-key": redisTlsKey,
+            "redis-min-replicas": redisMinReplicas.map(String.init), "redis-replica-timeout": redisReplicaTimeout.map { String($0) },
             "consumer": consumer, "batch-size": batchSize.map(String.init), "claim-idle-ms": claimIdleMs.map(String.init),
             "lease-ttl-ms": leaseTtlMs.map(String.init), "max-deliveries": maxDeliveries.map(String.init),
             "http-host": httpHost ?? metricsHost, "http-port": (httpPort ?? metricsPort).map(String.init),

@@ -101,17 +101,77 @@ struct ServerEndToEndTests {
         #expect(await server.waitForExit(timeout: .seconds(10)) == 0)
     }
 
-    @Test("embedded mode: no Redis; SIGTERM drains every accepted event into the corpus and exits 0")
+    @Test(
+        "--redis-min-replicas: 202 once a replica has the event; 503 with Retry-After when too few replicas acknowledge in time; refused in embedded mode",
+        .enabled(if: E2E.enabled || FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server"))
+    )
+    func replicaAcknowledgement() async throws {
+        let master = try await OwnRedis()
+        let replica = try await OwnRedis(extra: ["--replicaof", "127.0.0.1", "\(master.port)"])
+        let storage = try E2E.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let post = { (base: String, n: Int) in try await HTTP.request("POST", "\(base)/consultations/replicas/events", body: Data(Self.body(n, site: "r").utf8)) }
+
+        let port = try Loopback.freePort()
+        let base = "http://127.0.0.1:\(port)"
+        let server = try Child(
+            "server", try E2E.binary("fi-server"),
+            ["--port", "\(port)", "--redis-url", master.url, "--storage", storage, "--redis-min-replicas", "1", "--redis-replica-timeout", "0.5"],
+            logDirectory: storage)
+        try await HTTP.waitHealthy(base, process: server)
+        // The replica may still be syncing at first: then 503, never a 202 it does not have.
+        try await eventually("202 with the replica in sync", timeout: .seconds(20)) { try await post(base, 0).status == 202 }
+        var accepted: [String] = []
+        for n in 1...20 {
+            let reply = try await post(base, n)
+            #expect(reply.status == 202)
+            if let id = reply.json?["message_id"] as? String { accepted.append(id) }
+        }
+        let onReplica = try await RedisEventQueue.connect(url: replica.url, logger: E2E.logger)
+        let copied = try await onReplica.range("fi:events:site_r", after: nil, count: 1000).map(\.id.description)
+        #expect(Set(accepted).isSubset(of: Set(copied)), "every 202 is on the replica when it is answered")
+        await onReplica.close()
+        server.terminate()
+        #expect(await server.waitForExit(timeout: .seconds(10)) == 0)
+
+        // Two replicas asked for, one there: 503 with Retry-After after the replica timeout.
+        let port2 = try Loopback.freePort()
+        let base2 = "http://127.0.0.1:\(port2)"
+        let strict = try Child(
+            "strict", try E2E.binary("fi-server"),
+            ["--port", "\(port2)", "--redis-url", master.url, "--storage", storage, "--redis-min-replicas", "2", "--redis-replica-timeout", "0.2"],
+            logDirectory: storage)
+        try await HTTP.waitHealthy(base2, process: strict)
+        for n in 30..<33 {
+            let reply = try await post(base2, n)
+            #expect(reply.status == 503)
+            #expect(reply.headers["retry-after"] != nil)
+            #expect((reply.json?["error"] as? [String: Any])?["code"] as? String == "queue_unavailable")
+        }
+        strict.terminate()
+        #expect(await strict.waitForExit(timeout: .seconds(10)) == 0)
+
+        // The embedded queue has no replicas.
+        let embedded = try Child("embedded", try E2E.binary("fi-server"), ["--port", "0", "--storage", storage, "--redis-min-replicas", "1"], logDirectory: storage)
+        #expect(await embedded.waitForExit(timeout: .seconds(10)) == 64)
+        #expect(embedded.log.contains("--redis-min-replicas"), "\(embedded.log)")
+        _ = replica
+    }
+
+    @Test("embedded mode: no Redis; segments roll by --segment-max-age; SIGTERM drains every accepted event into the corpus and exits 0")
     func embedded() async throws {
         let storage = try E2E.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: storage) }
         let port = try Loopback.freePort()
         let base = "http://127.0.0.1:\(port)"
-        let server = try Child("embedded", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage], logDirectory: storage)
+        // Segments that close after a second: the embedded writer rolls between the two halves.
+        let server = try Child(
+            "embedded", try E2E.binary("fi-server"), ["--port", "\(port)", "--storage", storage, "--segment-max-age", "1s"], logDirectory: storage)
         try await HTTP.waitHealthy(base, process: server)
 
         var accepted: [String: [String]] = [:]
         for n in 0..<300 {
+            if n == 150 { try await Task.sleep(for: .milliseconds(1500)) }
             let site: String? = n % 2 == 0 ? "emb" : nil
             let reply = try await HTTP.request("POST", "\(base)/consultations/e\(n % 7)/events", body: Data(Self.body(n, site: site).utf8))
             #expect(reply.status == 202)
@@ -126,6 +186,8 @@ struct ServerEndToEndTests {
             #expect(rows.map(\.streamID.description) == ids, "\(partition): every event answered 202 is stored once, in order")
         }
         #expect(accepted.values.reduce(0) { $0 + $1.count } == 300)
+        let segments = try FileManager.default.contentsOfDirectory(atPath: storage + "/site_emb").filter { $0.hasPrefix("segment-") && $0.hasSuffix(".h5") }
+        #expect(segments.count >= 2, "--segment-max-age rolls embedded mode's segments: \(segments)")
     }
 
     @Test("fi-server --help describes every contract flag; bad flags and an unreachable Redis exit non-zero with a reason")

@@ -129,16 +129,19 @@ final class OwnRedis: @unchecked Sendable {
     let directory: String
     private var child: Child?
 
-    init(appendfsync: String = "always", environment: [String: String] = [:]) async throws {
+    /// - Parameter extra: more redis-server arguments, e.g. `--replicaof 127.0.0.1 <port>`.
+    init(appendfsync: String = "always", environment: [String: String] = [:], extra: [String] = []) async throws {
         port = try Loopback.freePort()
         directory = try E2E.temporaryDirectory()
         self.appendfsync = appendfsync
         self.environment = environment
+        self.extra = extra
         try await start()
     }
 
     private let appendfsync: String
     private let environment: [String: String]
+    private let extra: [String]
     /// The running redis-server's process id.
     var pid: Int32? { child?.pid }
     var url: String { "redis://127.0.0.1:\(port)" }
@@ -150,7 +153,7 @@ final class OwnRedis: @unchecked Sendable {
             [
                 "--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory, "--save", "", "--appendonly", "yes",
                 "--appendfsync", appendfsync, "--maxmemory-policy", "noeviction",
-            ],
+            ] + extra,
             environment: environment,
             logDirectory: directory
         )

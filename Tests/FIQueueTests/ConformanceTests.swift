@@ -463,6 +463,43 @@ struct ConformanceTests {
         }
     }
 
+    @Test("fencing leases: the epoch grows by one each time the lease is newly taken, never otherwise", arguments: Backend.all)
+    func fencingEpochs(_ backend: Backend) async throws {
+        try await withQueue(backend) { q, prefix in
+            let key = "\(prefix):lease:partition_9"
+            let epochKey = fencingEpochKey(for: key)
+            #expect(try await q.acquireLease(key, owner: "w1", ttl: .seconds(30), epochKey: epochKey) == 1)
+            #expect(try await q.acquireLease(key, owner: "w1", ttl: .seconds(30), epochKey: epochKey) == 1)  // held: same epoch
+            #expect(try await q.acquireLease(key, owner: "w2", ttl: .seconds(30), epochKey: epochKey) == nil)
+            #expect(try await q.renewLease(key, owner: "w1", ttl: .seconds(30)))
+            #expect(try await q.releaseLease(key, owner: "w1"))
+            #expect(try await q.acquireLease(key, owner: "w2", ttl: .milliseconds(150), epochKey: epochKey) == 2)
+            try await Task.sleep(for: .milliseconds(350))  // expired: the next holder gets a higher epoch
+            #expect(try await q.acquireLease(key, owner: "w1", ttl: .seconds(30), epochKey: epochKey) == 3)
+            #expect(try await q.acquireLease(key, owner: "w2", ttl: .seconds(30), epochKey: epochKey) == nil)
+            // The epoch counter is not a lease.
+            #expect(try await q.leaseOwners(withPrefix: "\(prefix):lease:") == [key: "w1"])
+            // Racing takers of a free lease: one winner, and it gets the next epoch.
+            let race = "\(prefix):lease:race_fenced"
+            let epochs = try await withThrowingTaskGroup(of: UInt64?.self) { group in
+                for i in 0..<8 { group.addTask { try await q.acquireLease(race, owner: "w\(i)", ttl: .seconds(30), epochKey: fencingEpochKey(for: race)) } }
+                var won: [UInt64] = []
+                for try await e in group { if let e { won.append(e) } }
+                return won
+            }
+            #expect(epochs == [1])
+        }
+    }
+
+    @Test("a lease's epoch key hashes to the lease's cluster slot")
+    func epochKeySlot() {
+        for key in ["fi:lease:site_a", "fi:lease:partition_12", "{fi:events:x}:lease", "x{y}", "fi:member:3F2A"] {
+            #expect(ClusterSlot.of(fencingEpochKey(for: key)) == ClusterSlot.of(key), "\(key)")
+        }
+        #expect(fencingEpochKey(for: "fi:lease:site_a") == "{fi:lease:site_a}:epoch")
+        #expect(fencingEpochKey(for: "{fi:events:x}:lease") == "{fi:events:x}:lease:epoch")
+    }
+
     @Test("concurrent lease acquisition has exactly one winner", arguments: Backend.all)
     func leaseRace(_ backend: Backend) async throws {
         try await withQueue(backend) { q, prefix in

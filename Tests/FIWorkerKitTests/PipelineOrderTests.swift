@@ -57,6 +57,9 @@ final class HookedQueue: EventQueue, Sendable {
     func streams(withPrefix prefix: String) async throws -> [String] { try await inner.streams(withPrefix: prefix) }
     func ping() async throws { try await inner.ping() }
     func acquireLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool { try await inner.acquireLease(key, owner: owner, ttl: ttl) }
+    func acquireLease(_ key: String, owner: String, ttl: Duration, epochKey: String) async throws -> UInt64? {
+        try await inner.acquireLease(key, owner: owner, ttl: ttl, epochKey: epochKey)
+    }
     func renewLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool { try await inner.renewLease(key, owner: owner, ttl: ttl) }
     func releaseLease(_ key: String, owner: String) async throws -> Bool { try await inner.releaseLease(key, owner: owner) }
     func leaseOwners(withPrefix prefix: String) async throws -> [String: String] { try await inner.leaseOwners(withPrefix: prefix) }
@@ -99,7 +102,7 @@ struct PipelineOrderTests {
             var sent: [StreamEntryID] = []
             for i in 0..<10 { sent.append(try await queue.append(to: key.streamName, fields: event("a", i))) }
 
-            let first = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+            let first = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, epoch: 1, drainOnStop: false, logger: WorkerTestEnv.logger)
             await first.run()  // ends at the lapse
             sent += lateIDs.withLock { $0 }
             #expect(sent.count == 15)
@@ -140,7 +143,7 @@ struct PipelineOrderTests {
             #expect(try await queue.readGroup(configuration.group, consumer: "dead-owner", from: key.streamName, count: 100).count == 100)
             for i in 0..<40 { sent.append(try await queue.append(to: key.streamName, fields: event("n", i))) }
 
-            let first = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+            let first = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, epoch: 1, drainOnStop: false, logger: WorkerTestEnv.logger)
             runnerBox.withLock { $0 = first }
             await first.run()  // stops after the first page of claims
             let afterStop = try await corpusRows(key, storage: storage).map(\.streamID)
@@ -157,7 +160,7 @@ struct PipelineOrderTests {
         _ sent: [StreamEntryID], key: PartitionKey, queue: InMemoryEventQueue, configuration: WorkerConfiguration,
         lease: LeaseClock, storage: String
     ) async throws {
-        let next = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, drainOnStop: false, logger: WorkerTestEnv.logger)
+        let next = PartitionRunner(key: key, queue: queue, configuration: configuration, lease: lease, epoch: 1, drainOnStop: false, logger: WorkerTestEnv.logger)
         let running = Task { await next.run() }
         try await eventually("every entry stored, the stream and the pending list empty") {
             let length = try await queue.length(of: key.streamName)

@@ -10,6 +10,8 @@ struct RedisRequest: Sendable {
     enum Completion: Sendable {
         case task(UnsafeContinuation<[RESPValue], any Error>)
         case promise(EventLoopPromise<[RESPValue]>)
+        /// The handler's own `WAIT`, which releases the requests held for it.
+        case replicaWait
     }
 
     var command: RedisCommand
@@ -19,6 +21,11 @@ struct RedisRequest: Sendable {
     /// acquisition, group creation). A command that may not (XADD, lease release) fails with
     /// `.unknownResult` instead: it may or may not have been applied.
     var retryable: Bool
+    /// Replicas that must acknowledge the command before its replies are handed over (0: none):
+    /// the handler follows each tick's writes that ask for replicas with one `WAIT`.
+    var replicas: Int = 0
+    /// How long that `WAIT` may take on the server, in milliseconds.
+    var replicaTimeoutMs: Int64 = 0
     /// How long to wait for the replies once sent (a blocking read: its BLOCK time plus the command timeout).
     var timeout: TimeAmount
     var completion: Completion
@@ -27,6 +34,7 @@ struct RedisRequest: Sendable {
         switch completion {
         case .task(let continuation): continuation.resume(returning: replies)
         case .promise(let promise): promise.succeed(replies)
+        case .replicaWait: break
         }
     }
 
@@ -34,6 +42,7 @@ struct RedisRequest: Sendable {
         switch completion {
         case .task(let continuation): continuation.resume(throwing: error)
         case .promise(let promise): promise.fail(error)
+        case .replicaWait: break
         }
     }
 }
@@ -47,6 +56,13 @@ struct RedisRequest: Sendable {
 /// request not answered in time closes the connection. When the connection closes, every request
 /// still waiting fails: with `.unavailable` (or `.timeout`) if it may be retried, with
 /// `.unknownResult` if not — it may or may not have been applied.
+///
+/// **Replica acknowledgement.** A request that asks for replicas (``RedisRequest/replicas``) is
+/// followed, at the end of its tick's writes, by one `WAIT <replicas> <timeout>` for every such
+/// request of that tick: Redis answers it once the replicas have everything this connection wrote
+/// before it. The requests' replies are held until then, and handed over only if enough replicas
+/// acknowledged; otherwise they fail with `.notReplicated` (applied on the master, and a failover
+/// may lose them).
 final class RedisChannelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -68,6 +84,12 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private var head = 0
     private var outbound = ByteBuffer()
     private var flushScheduled = false
+    /// The most replicas asked for by a request of this tick, and the longest replica timeout:
+    /// one `WAIT` for them goes out with the tick's flush.
+    private var replicasThisTick = 0
+    private var replicaTimeoutThisTick: Int64 = 0
+    /// Requests answered and waiting for the `WAIT` sent after them, with their replies.
+    private var held: [(request: RedisRequest, replies: [RESPValue])] = []
     private let decoder = RedisReplyDecoder()
     private var timer: Scheduled<Void>?
     /// Why the connection closed (a TLS or socket error, a timeout), for the errors of waiting requests.
@@ -102,6 +124,10 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         let deadline = NIODeadline.now() + request.timeout
         waiting.append(Waiting(request: request, deadline: deadline))
         outbound.writeBytes(request.command.bytes)
+        if request.replicas > 0 {
+            replicasThisTick = max(replicasThisTick, request.replicas)
+            replicaTimeoutThisTick = max(replicaTimeoutThisTick, request.replicaTimeoutMs)
+        }
         if !flushScheduled {
             flushScheduled = true
             context.eventLoop.assumeIsolated().execute { self.flush() }
@@ -118,6 +144,17 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private func flush() {
         flushScheduled = false
         guard let context, outbound.readableBytes > 0 else { return }
+        if replicasThisTick > 0 {
+            // One WAIT after everything this tick wrote: it covers every earlier write of the connection.
+            let timeoutMs = max(1, replicaTimeoutThisTick)
+            let wait = RedisRequest(
+                command: RedisCommand("WAIT", String(replicasThisTick), String(timeoutMs)), shape: .generic, retryable: true,
+                timeout: .milliseconds(timeoutMs) + (waiting.last?.request.timeout ?? .seconds(5)), completion: .replicaWait)
+            waiting.append(Waiting(request: wait, deadline: .now() + wait.timeout))
+            outbound.writeBytes(wait.command.bytes)
+            replicasThisTick = 0
+            replicaTimeoutThisTick = 0
+        }
         context.writeAndFlush(wrapOutboundOut(outbound), promise: nil)
         // Usually written at once and released: then clearing reuses the same storage.
         outbound.clear()
@@ -158,13 +195,13 @@ final class RedisChannelHandler: ChannelDuplexHandler {
                 if waiting[head].request.command.count == 1 {
                     let done = waiting[head].request
                     head += 1
-                    done.succeed([reply])
+                    complete(done, [reply])
                 } else {
                     waiting[head].replies.append(reply)
                     if waiting[head].replies.count == waiting[head].request.command.count {
                         let done = waiting[head]
                         head += 1
-                        done.request.succeed(done.replies)
+                        complete(done.request, done.replies)
                     }
                 }
             }
@@ -184,6 +221,29 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             return
         }
         if waiting.isEmpty && closeWhenIdle { context.close(promise: nil) }
+    }
+
+    /// Hands a request its replies — or holds them for the `WAIT` that follows it, or, for that
+    /// `WAIT`, releases the requests it covers.
+    private func complete(_ request: RedisRequest, _ replies: [RESPValue]) {
+        if case .replicaWait = request.completion {
+            let acknowledged: Int64
+            if case .integer(let n) = replies[0] { acknowledged = n } else { acknowledged = -1 }
+            let released = held
+            held.removeAll(keepingCapacity: true)
+            for (r, replies) in released {
+                if acknowledged >= r.replicas {
+                    r.succeed(replies)
+                } else {
+                    let got = acknowledged < 0 ? "WAIT failed: \(replies[0].errorText ?? "\(replies[0])")" : "\(acknowledged) acknowledged"
+                    r.fail(EventQueueError(.notReplicated, "applied on \(address) but not acknowledged by \(r.replicas) replica(s) within \(r.replicaTimeoutMs) ms (\(got))"))
+                }
+            }
+        } else if request.replicas > 0 {
+            held.append((request, replies))
+        } else {
+            request.succeed(replies)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -206,7 +266,13 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         let failed = waiting[head...]
         waiting = []
         head = 0
+        let heldForWait = held
+        held = []
+        for (r, _) in heldForWait {
+            r.fail(EventQueueError(.notReplicated, "applied on \(address), but the connection was lost (\(reason)) before its replicas acknowledged it"))
+        }
         for w in failed {
+            if case .replicaWait = w.request.completion { continue }
             let error: EventQueueError
             if !w.request.retryable {
                 error = EventQueueError(.unknownResult, "connection to \(address) lost before the reply (\(reason)); the command may or may not have been applied")

@@ -61,11 +61,16 @@ final class RedisConnection: @unchecked Sendable {
     ///   - retryable: whether the command may be sent again if the connection breaks before its
     ///     reply (see ``RedisRequest/retryable``).
     ///   - timeout: how long to wait for the replies; the command timeout by default.
-    func send(_ command: RedisCommand, retryable: Bool, timeout: Duration? = nil, shape: ReplyShape = .generic) async throws -> [RESPValue] {
+    ///   - replicas: how many replicas must acknowledge the command before its replies are
+    ///     returned (`.notReplicated` otherwise), waiting at most `replicaTimeout` for them.
+    func send(_ command: RedisCommand, retryable: Bool, timeout: Duration? = nil, shape: ReplyShape = .generic, replicas: Int = 0, replicaTimeout: Duration = .zero) async throws -> [RESPValue] {
         let wait = TimeAmount(timeout ?? settings.commandTimeout)
         // Unchecked: every request is completed exactly once, by the channel handler or here.
         return try await withUnsafeThrowingContinuation { continuation in
-            let request = RedisRequest(command: command, shape: shape, retryable: retryable, timeout: wait, completion: .task(continuation))
+            var pending = RedisRequest(command: command, shape: shape, retryable: retryable, timeout: wait, completion: .task(continuation))
+            pending.replicas = replicas
+            pending.replicaTimeoutMs = replicaTimeout.milliseconds
+            let request = pending
             if eventLoop.inEventLoop {
                 submit(request)
             } else {

@@ -30,6 +30,14 @@ public final class RedisEventQueue: EventQueue {
         public var maxRedirects: Int = 10
         /// First and longest wait between reconnect attempts to a node that refused.
         public var reconnectBackoff: (first: Duration, max: Duration) = (.milliseconds(50), .seconds(2))
+        /// Replicas that must acknowledge a write before it counts as done (`WAIT`, one per
+        /// connection and event-loop tick for all writes of that tick): appends, append-once and
+        /// lease acquisition and renewal. When fewer acknowledge within ``replicaTimeout`` the call
+        /// throws `.notReplicated` — the write was applied on the master, and a failover may lose it.
+        /// 0 (the default): no waiting; replication stays asynchronous.
+        public var minReplicas: Int = 0
+        /// How long a write waits for ``minReplicas`` acknowledgements.
+        public var replicaTimeout: Duration = .seconds(1)
         /// Credentials for cluster nodes (single-node credentials come from the URL).
         public var username: String?
         public var password: String?
@@ -123,7 +131,7 @@ public final class RedisEventQueue: EventQueue {
             command.argument(f.name)
             command.argument(f.value)
         }
-        let reply = try check(try await run(key: stream, command, retryable: false))
+        let reply = try check(try await run(key: stream, command, retryable: false, replicated: true))
         guard let bytes = reply.bytes, let id = StreamEntryID(bytes: bytes) else {
             throw EventQueueError(.protocol, "XADD replied \(reply), not an entry id")
         }
@@ -240,7 +248,7 @@ public final class RedisEventQueue: EventQueue {
             command.argument(field.value)
         }
         // Retryable by construction: a repeat after a lost reply appends nothing new.
-        let reply = try check(try await run(key: stream, command, retryable: true))
+        let reply = try check(try await run(key: stream, command, retryable: true, replicated: true))
         guard let pair = reply.array, pair.count == 2, let bytes = pair[0].bytes, let id = StreamEntryID(bytes: bytes), let appended = pair[1].int else {
             throw EventQueueError(.protocol, "append-once script replied \(reply)")
         }
@@ -311,13 +319,22 @@ public final class RedisEventQueue: EventQueue {
     public func acquireLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool {
         try Validate.key(key, "lease key")
         let ttlMs = try Validate.ttl(ttl)
-        return try integer(try await run(key: key, RedisCommand("EVAL", Self.acquireScript, "1", key, owner, String(ttlMs)), retryable: true), "lease") == 1
+        return try integer(try await run(key: key, RedisCommand("EVAL", Self.acquireScript, "1", key, owner, String(ttlMs)), retryable: true, replicated: true), "lease") == 1
+    }
+
+    public func acquireLease(_ key: String, owner: String, ttl: Duration, epochKey: String) async throws -> UInt64? {
+        try Validate.key(key, "lease key")
+        try Validate.key(epochKey, "epoch key")
+        let ttlMs = try Validate.ttl(ttl)
+        let command = RedisCommand("EVAL", Self.acquireFencedScript, "2", key, epochKey, owner, String(ttlMs))
+        let epoch = try integer(try await run(key: key, command, retryable: true, replicated: true), "lease")
+        return epoch > 0 ? UInt64(epoch) : nil
     }
 
     public func renewLease(_ key: String, owner: String, ttl: Duration) async throws -> Bool {
         try Validate.key(key, "lease key")
         let ttlMs = try Validate.ttl(ttl)
-        return try integer(try await run(key: key, RedisCommand("EVAL", Self.renewScript, "1", key, owner, String(ttlMs)), retryable: true), "lease") == 1
+        return try integer(try await run(key: key, RedisCommand("EVAL", Self.renewScript, "1", key, owner, String(ttlMs)), retryable: true, replicated: true), "lease") == 1
     }
 
     public func releaseLease(_ key: String, owner: String) async throws -> Bool {
@@ -355,6 +372,16 @@ public final class RedisEventQueue: EventQueue {
         if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
         return 0
         """
+    /// KEYS: lease, epoch counter; ARGV: owner, ttl ms. Returns the epoch, or 0 if another owner
+    /// holds the lease. The counter grows only when the lease is newly taken.
+    static let acquireFencedScript = """
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+          redis.call('PEXPIRE', KEYS[1], ARGV[2])
+          return tonumber(redis.call('GET', KEYS[2]) or '0')
+        end
+        return 0
+        """
     static let renewScript = """
         if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
         return 0
@@ -388,12 +415,14 @@ public final class RedisEventQueue: EventQueue {
     /// Sends one command to the node serving `key`, following cluster redirects. A command that
     /// may be retried is sent once more when its connection was lost (a server that closed an idle
     /// connection fails the first command on it).
-    private func run(key: String, _ command: RedisCommand, retryable: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> RESPValue {
+    /// - Parameter replicated: wait for ``Options/minReplicas`` acknowledgements (a write that must survive a failover).
+    private func run(key: String, _ command: RedisCommand, retryable: Bool, block: Duration? = nil, shape: ReplyShape = .generic, replicated: Bool = false) async throws -> RESPValue {
+        let replicas = replicated ? options.minReplicas : 0
         if let single {
             do {
-                return try await send(to: single, command, retryable: retryable, block: block, shape: shape)[0]
+                return try await send(to: single, command, retryable: retryable, block: block, shape: shape, replicas: replicas)[0]
             } catch let error as EventQueueError where error.code == .unavailable && retryable && !pool.isClosed {
-                return try await send(to: single, command, retryable: retryable, block: block, shape: shape)[0]
+                return try await send(to: single, command, retryable: retryable, block: block, shape: shape, replicas: replicas)[0]
             }
         }
         let slot = ClusterSlot.of(key)
@@ -405,7 +434,7 @@ public final class RedisEventQueue: EventQueue {
             let node = try self.node(address)
             let replies: [RESPValue]
             do {
-                replies = try await send(to: node, ask == nil ? command : Self.asking + command, retryable: retryable, block: block, shape: shape)
+                replies = try await send(to: node, ask == nil ? command : Self.asking + command, retryable: retryable, block: block, shape: shape, replicas: replicas)
             } catch let error as EventQueueError where error.code == .unavailable || error.code == .timeout {
                 router.withLock { $0.nodeFailed() }
                 refreshIfWanted()
@@ -434,13 +463,13 @@ public final class RedisEventQueue: EventQueue {
         }
     }
 
-    private func send(to node: RedisNode, _ command: RedisCommand, retryable: Bool, block: Duration? = nil, shape: ReplyShape = .generic) async throws -> [RESPValue] {
+    private func send(to node: RedisNode, _ command: RedisCommand, retryable: Bool, block: Duration? = nil, shape: ReplyShape = .generic, replicas: Int = 0) async throws -> [RESPValue] {
         if let block {
             return try await node.withBlockingConnection { c in
                 try await c.send(command, retryable: retryable, timeout: block + options.commandTimeout, shape: shape)
             }
         }
-        return try await node.connection().send(command, retryable: retryable, shape: shape)
+        return try await node.connection().send(command, retryable: retryable, shape: shape, replicas: replicas, replicaTimeout: options.replicaTimeout)
     }
 
     /// The master of `slot`, or any known node (it answers with MOVED to the owner).

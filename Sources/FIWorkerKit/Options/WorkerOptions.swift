@@ -21,6 +21,12 @@ public enum WorkerOptions {
     public static let redisTLSCert = OptionSpec(
         "redis-tls-cert", .string, default: nil, "PEM client certificate for a Redis that verifies clients (with --redis-tls-key)")
     public static let redisTLSKey = OptionSpec("redis-tls-key", .string, default: nil, "PEM private key of --redis-tls-cert")
+    // Replica acknowledgement (issue 18), shared with fi-server.
+    public static let redisMinReplicas = OptionSpec(
+        "redis-min-replicas", .int, default: "0",
+        "Replicas that must acknowledge every append and lease write (WAIT) before it counts; 0: replication stays asynchronous")
+    public static let redisReplicaTimeout = OptionSpec(
+        "redis-replica-timeout", .double, default: "1", "Seconds a write waits for --redis-min-replicas acknowledgements before it fails (fi-server: 503)")
     public static let all = OptionSpec("all", .bool, default: "false", "Consume every fi:events:* stream, discovered as they appear")
     public static let storage = OptionSpec("storage", .string, default: "./storage", "Storage root; partition k is written to <storage>/<k>/")
     public static let group = OptionSpec("group", .string, default: "fi-workers", "Consumer group")
@@ -52,7 +58,7 @@ public enum WorkerOptions {
 
     /// Every setting, in `--help` order.
     public static let specs: [OptionSpec] = [
-        redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, all, storage, group, consumer, batchSize, claimIdleMs, leaseTTLMs,
+        redisURL, redisCluster, redisTLSCA, redisTLSCert, redisTLSKey, redisMinReplicas, redisReplicaTimeout, all, storage, group, consumer, batchSize, claimIdleMs, leaseTTLMs,
         maxDeliveries, httpHost, httpPort, shutdownDelay, logLevel, logFormat, otlpEndpoint, otlpProtocol, segmentMaxBytes, segmentMaxAge,
         retention,
     ]
@@ -95,17 +101,9 @@ public enum WorkerOptions {
         let deliveries = options.int(maxDeliveries.name)!
         try options.check(maxDeliveries.name, deliveries >= 1, "must be at least 1")
         worker.maxDeliveries = deliveries
-        for (spec, apply) in [
-            (segmentMaxBytes, { (text: String) throws in worker.store.segmentMaxBytes = try CorpusTool.parseBytes(text, flag: "--segment-max-bytes") }),
-            (segmentMaxAge, { worker.store.segmentMaxAge = try CorpusTool.parseAge($0, flag: "--segment-max-age") }),
-            (retention, { worker.store.retention = try CorpusTool.parseAge($0, flag: "--retention") }),
-        ] {
-            do { try apply(options.string(spec.name)!) } catch {
-                throw OptionError(entry: options[spec.name], problem: CorpusTool.valueHint(spec.name))
-            }
-        }
+        try applySegments(from: options, to: &worker.store)
 
-        var settings = WorkerApplication.Settings(queue: try queueTarget(from: options), worker: worker)
+        var settings = WorkerApplication.Settings(queue: try withReplicas(try queueTarget(from: options), from: options)!, worker: worker)
         settings.httpHost = options.string(httpHost.name)!
         let port = options.int(httpPort.name)!
         try options.check(httpPort.name, (0...65535).contains(port), "must be 0…65535")
@@ -163,6 +161,38 @@ public enum WorkerOptions {
             try options.check(first, false, "needs a rediss:// URL (--redis-url is redis://)")
         }
         target.tls = RedisEventQueue.TLS(caFile: ca, certificateFile: cert, privateKeyFile: key)
+        return target
+    }
+
+    /// `--segment-max-bytes`, `--segment-max-age` and `--retention` into `store`, checked.
+    public static func applySegments(from options: ResolvedOptions, to store: inout CorpusWriter.Options) throws(OptionError) {
+        var result = store
+        for (spec, apply) in [
+            (segmentMaxBytes, { (text: String) throws in result.segmentMaxBytes = try CorpusTool.parseBytes(text, flag: "--segment-max-bytes") }),
+            (segmentMaxAge, { result.segmentMaxAge = try CorpusTool.parseAge($0, flag: "--segment-max-age") }),
+            (retention, { result.retention = try CorpusTool.parseAge($0, flag: "--retention") }),
+        ] {
+            do { try apply(options.string(spec.name)!) } catch {
+                throw OptionError(entry: options[spec.name], problem: CorpusTool.valueHint(spec.name))
+            }
+        }
+        store = result
+    }
+
+    /// `target` with the replica acknowledgement (`--redis-min-replicas`, `--redis-replica-timeout`),
+    /// checked: more than zero replicas needs Redis.
+    public static func withReplicas(_ target: QueueTarget?, from options: ResolvedOptions) throws(OptionError) -> QueueTarget? {
+        let replicas = options.int(redisMinReplicas.name)!
+        try options.check(redisMinReplicas.name, (0...16).contains(replicas), "must be 0…16")
+        let seconds = options.double(redisReplicaTimeout.name)!
+        try options.check(redisReplicaTimeout.name, seconds >= 0.001 && seconds <= 60, "must be 0.001…60 seconds")
+        guard replicas > 0 else { return target }
+        guard var target, !target.isInMemory else {
+            try options.check(redisMinReplicas.name, false, "needs --redis-url or --redis-cluster (the embedded queue has no replicas)")
+            return target
+        }
+        target.minReplicas = replicas
+        target.replicaTimeout = .milliseconds(Int64((seconds * 1000).rounded()))
         return target
     }
 
