@@ -326,6 +326,11 @@ def main(deploy_dir):
               f"{s}: starts after redis-cluster-create completed")
         delay = seconds(setting(cluster[s], "shutdown-delay")) or 0
         check(delay > check_window, f"{s}: --shutdown-delay {delay}s must exceed HAProxy's inter × fall = {check_window}s")
+    # With a replica per master, appends and leases wait for it (WAIT): else a failover can lose
+    # accepted events. More than one replica per master is not run here, so N is 1.
+    for s in servers + workers:
+        n = setting(cluster[s], "redis-min-replicas")
+        check(n == "1", f"{s}: --redis-min-replicas 1 (FI_REDIS_MIN_REPLICAS) with a replica per master, not {n}")
     consumers = set()
     for w in workers:
         check_fi(w, cluster[w], "fi-worker", "redis-cluster", known)

@@ -30,10 +30,6 @@ struct FailoverTests {
     static let backoff: Duration = .milliseconds(50)
     static let perEvent: Duration = .seconds(30)
 
-    /// Whether fi-server and fi-worker take `--redis-min-replicas` (issue 18).
-    static let minReplicasFlag = false
-    static var cases: [Int] { minReplicasFlag ? [0, 1] : [0] }
-
     static var runs: Int {
         max(1, min(100, Int(ProcessInfo.processInfo.environment["FI_FAILOVER_RUNS"] ?? "") ?? 1))
     }
@@ -69,8 +65,7 @@ struct FailoverTests {
 
         /// `deploy/local-cluster.sh <arguments>` with this cluster's settings; nil status: it timed out (and was killed).
         func script(_ arguments: [String], timeout: Duration) async throws -> (status: Int32?, log: String) {
-            // Until fi-server and fi-worker take --redis-min-replicas, only N=0 (their behaviour without it) runs.
-            let replicaFlag = FailoverTests.minReplicasFlag ? " --redis-min-replicas \(minReplicas)" : ""
+            let replicaFlag = " --redis-min-replicas \(minReplicas)"
             let child = try Child(
                 "local-cluster-\(arguments[0])", "/bin/bash", [Deploy.directory + "/local-cluster.sh"] + arguments,
                 environment: [
@@ -228,7 +223,7 @@ struct FailoverTests {
         }
     }
 
-    @Test("kill -9 of a Redis master under load, its replica promoted, the node restarted as a replica: tally per N", arguments: FailoverTests.cases)
+    @Test("kill -9 of a Redis master under load, its replica promoted, the node restarted as a replica: tally per N", arguments: [0, 1])
     func masterKilledUnderLoad(minReplicas: Int) async throws {
         for run in 1...Self.runs {
             try await once(minReplicas: minReplicas, run: run)
