@@ -14,7 +14,8 @@
 #
 # A Redis node failing and coming back (a failover, with FI_LC_REPLICAS=1):
 #
-#   deploy/local-cluster.sh redis-nodes        # each node: port, role, state, its master's port
+#   deploy/local-cluster.sh redis-nodes        # one line per node: "PORT master", "PORT down", or
+#                                              # "PORT replica MASTER_PORT up|down" (link to it)
 #   deploy/local-cluster.sh kill-redis PORT    # kill -9 the redis-server `up` started on PORT
 #   deploy/local-cluster.sh wait-ok [SECONDS]  # until every slot is served by a live master and
 #                                              # the live nodes say cluster_state:ok (default 30 s)
@@ -31,6 +32,8 @@
 #   FI_LC_REPLICAS      replicas per Redis master, 0 or 1 (0: 3 nodes; 1: 6 nodes, --cluster-replicas 1)
 #   FI_LC_NODE_TIMEOUT  cluster-node-timeout in ms (2000): how long a master may be unreachable
 #                       before the cluster marks it failed and its replica takes over
+#   (`up` records FI_LC_REPLICAS, FI_LC_NODE_TIMEOUT and FI_LC_REDIS_BASE in $FI_LC_DIR/settings;
+#   the other commands take them from there)
 #   FI_LC_HTTP_PORT, FI_LC_SERVER_BASE, FI_LC_REDIS_BASE, FI_LC_METRICS_BASE (unset: no metrics)
 #   FI_LC_SERVER_ARGS, FI_LC_WORKER_ARGS   extra flags, e.g. "--claim-idle-ms 2000 --lease-ttl-ms 2000"
 #   FI_LC_HAPROXY       haproxy binary (haproxy on PATH, or /usr/sbin/haproxy)
@@ -43,6 +46,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 dir=${FI_LC_DIR:-/tmp/fi-local-cluster}
+# `up` records the Redis nodes' settings in $dir/settings; every other command reads them from
+# there (they win over the environment), so kill-redis and start-redis need only FI_LC_DIR.
+if [ "${1:-}" != up ] && [ -r "$dir/settings" ]; then
+    while IFS='=' read -r key value; do
+        case $key in
+        FI_LC_REPLICAS | FI_LC_NODE_TIMEOUT | FI_LC_REDIS_BASE) [[ $value =~ ^[0-9]+$ ]] && export "$key=$value" ;;
+        esac
+    done <"$dir/settings"
+fi
 servers=${FI_LC_SERVERS:-3}
 workers=${FI_LC_WORKERS:-3}
 http_port=${FI_LC_HTTP_PORT:-8080}
@@ -229,6 +241,7 @@ up() {
         ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "127.0.0.1:$port is in use (pick other ports: FI_LC_*_BASE)"
     done
     mkdir -p "$dir/pids" "$dir/logs" "$storage"
+    printf 'FI_LC_REPLICAS=%s\nFI_LC_NODE_TIMEOUT=%s\nFI_LC_REDIS_BASE=%s\n' "$replicas" "$node_timeout" "$redis_base" >"$dir/settings"
     # Whatever fails from here on, stop what was started.
     trap 'status=$?; [ $status -eq 0 ] || { log "up failed: stopping what it started"; down; }' EXIT
 
