@@ -116,6 +116,49 @@ struct ReplicaTests {
         #expect(onReplica == appends)
     }
 
+    static let clusterNode = ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0"]
+
+    @Test("a write that waits for replicas follows a MOVED: after a failover the old master, now a replica, redirects it to the new master")
+    func redirectUnderWait() async throws {
+        // A one-master cluster (every slot on `a`) with `b` its replica; the queue learns the slot map.
+        let a = try SpawnedRedis(port: try Loopback.freePortWithBusPort(), extra: Self.clusterNode)
+        let b = try SpawnedRedis(port: try Loopback.freePortWithBusPort(), extra: Self.clusterNode)
+        defer {
+            b.cleanup()
+            a.cleanup()
+        }
+        try a.start()
+        try b.start()
+        try a.cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        try b.cli("CLUSTER", "MEET", "127.0.0.1", String(a.port))
+        let aID = try a.cli("CLUSTER", "MYID")
+        try await eventually("b knows a", timeout: .seconds(10)) { try b.cli("CLUSTER", "NODES").contains(aID) }
+        try await eventually("b a replica of a", timeout: .seconds(10), interval: .milliseconds(100)) {
+            try b.cli("CLUSTER", "REPLICATE", aID) == "OK"
+        }
+        try await eventually("b in sync with a", timeout: .seconds(20), interval: .milliseconds(100)) {
+            try b.cli("INFO", "replication").contains("master_link_status:up") && a.cli("CLUSTER", "INFO").contains("cluster_state:ok")
+        }
+        var options = RedisEventQueue.Options()
+        options.minReplicas = 1
+        options.replicaTimeout = .seconds(2)
+        let queue = try await RedisEventQueue.connect(clusterSeeds: [a.address], options: options, logger: TestEnv.logger)
+        defer { Task { await queue.close() } }
+        _ = try await queue.append(to: "fi:events:site_a", fields: Self.fields)
+
+        // b takes over; a becomes its replica and answers writes with MOVED. The queue's map still says a.
+        try b.cli("CLUSTER", "FAILOVER")
+        try await eventually("a a replica of b, in sync", timeout: .seconds(20), interval: .milliseconds(100)) {
+            try b.cli("ROLE").hasPrefix("master") && a.cli("ROLE").hasPrefix("slave")
+                && a.cli("INFO", "replication").contains("master_link_status:up")
+        }
+        let id = try await queue.append(to: "fi:events:site_a", fields: Self.fields)
+        #expect(try b.cli("XRANGE", "fi:events:site_a", "-", "+").contains(id.description), "stored on the new master")
+        let epoch = try await queue.acquireLease("fi:lease:site_a", owner: "w1", ttl: .seconds(30), epochKey: fencingEpochKey(for: "fi:lease:site_a"))
+        #expect(epoch == 1)
+        #expect(try await queue.renewLease("fi:lease:site_a", owner: "w1", ttl: .seconds(30)))
+    }
+
     /// How many WAIT commands the server has run since its statistics were reset.
     static func waitCalls(_ server: SpawnedRedis) throws -> Int {
         let stats = try server.cli("INFO", "commandstats")

@@ -225,21 +225,29 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     /// Hands a request its replies — or holds them for the `WAIT` that follows it, or, for that
     /// `WAIT`, releases the requests it covers.
+    ///
+    /// A request whose (last) reply is an error reply (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`,
+    /// a script error, …) is handed it at once: Redis applied nothing for it, so there is nothing for
+    /// replicas to acknowledge, and the caller must see the reply itself — a redirect is followed and
+    /// corrects the slot map. (Held for the `WAIT`, a `MOVED` from a master turned replica by a
+    /// failover came back as `.notReplicated`, since `WAIT` fails on a replica, and the stale slot map
+    /// was never corrected: every later write to that slot failed the same way.)
     private func complete(_ request: RedisRequest, _ replies: [RESPValue]) {
         if case .replicaWait = request.completion {
+            let waitReply = replies[0]
             let acknowledged: Int64
-            if case .integer(let n) = replies[0] { acknowledged = n } else { acknowledged = -1 }
+            if case .integer(let n) = waitReply { acknowledged = n } else { acknowledged = -1 }
             let released = held
             held.removeAll(keepingCapacity: true)
-            for (r, replies) in released {
+            for (r, heldReplies) in released {
                 if acknowledged >= r.replicas {
-                    r.succeed(replies)
+                    r.succeed(heldReplies)
                 } else {
-                    let got = acknowledged < 0 ? "WAIT failed: \(replies[0].errorText ?? "\(replies[0])")" : "\(acknowledged) acknowledged"
+                    let got = acknowledged < 0 ? "WAIT failed: \(waitReply.errorText ?? "\(waitReply)")" : "\(acknowledged) acknowledged"
                     r.fail(EventQueueError(.notReplicated, "applied on \(address) but not acknowledged by \(r.replicas) replica(s) within \(r.replicaTimeoutMs) ms (\(got))"))
                 }
             }
-        } else if request.replicas > 0 {
+        } else if request.replicas > 0 && replies.last?.errorText == nil {
             held.append((request, replies))
         } else {
             request.succeed(replies)
