@@ -3,26 +3,31 @@
 internal import CHDF5
 import Foundation
 
-/// How the five datasets are created.
+/// How the datasets are created.
 struct CorpusCreation {
     var rowChunk: Int
     var payloadChunk: Int
     var deflateLevel: Int?
+    /// Whether the file gets the `epoch` row column. Every file FI Scale creates
+    /// has it; `false` makes a file as written before the column existed (tests).
+    var epochColumn = true
 }
 
-/// The open group and its five columns, in write order.
+/// The open group and its columns, in write order.
 struct CorpusColumns {
     let file: HDF5Handle
     let group: HDF5Handle
     let consultationID: Column
     let streamID: Column
     let receivedAtMs: Column
+    /// `nil` in a file written before the column existed: its rows have epoch 0.
+    let epoch: Column?
     let payloadEnd: Column
     let payload: Column
 
-    /// Row columns, the order a reader checks them in.
-    var rowColumns: [Column] { [consultationID, streamID, receivedAtMs, payloadEnd] }
-    var all: [Column] { [payload, consultationID, streamID, receivedAtMs, payloadEnd] }
+    /// Row columns, the order a reader checks them in (and the writer writes them).
+    var rowColumns: [Column] { [consultationID, streamID, receivedAtMs] + (epoch.map { [$0] } ?? []) + [payloadEnd] }
+    var all: [Column] { [payload] + rowColumns }
 
     /// Closes datasets, then the group, then the file; returns the file's close status.
     func close() -> herr_t {
@@ -94,13 +99,15 @@ struct CorpusColumns {
             consultationID: try column(CorpusLayout.consultationID, CorpusLayout.consultationIDType),
             streamID: try column(CorpusLayout.streamID, CorpusLayout.streamIDType),
             receivedAtMs: try column(CorpusLayout.receivedAtMs, .int64),
+            // Optional: a file written before the column existed has none.
+            epoch: H5Lexists(group.id, CorpusLayout.epoch, CHDF5_P_DEFAULT()) > 0 ? try column(CorpusLayout.epoch, .uint64) : nil,
             payloadEnd: try column(CorpusLayout.payloadEnd, .uint64),
             payload: try column(CorpusLayout.payload, .uint8)
         )
     }
 
     /// How this file's datasets were created (chunking, compression): what a
-    /// rewrite of it (erasure) keeps.
+    /// rewrite of it (erasure) keeps. A rewrite always has the `epoch` column.
     var creation: CorpusCreation {
         CorpusCreation(rowChunk: consultationID.chunkLength, payloadChunk: payload.chunkLength, deflateLevel: payload.filtered ? (payload.deflateLevel ?? 1) : nil)
     }
@@ -148,6 +155,7 @@ struct CorpusColumns {
         try make(CorpusLayout.consultationID, CorpusLayout.consultationIDType, chunk: creation.rowChunk, deflate: nil)
         try make(CorpusLayout.streamID, CorpusLayout.streamIDType, chunk: creation.rowChunk, deflate: nil)
         try make(CorpusLayout.receivedAtMs, .int64, chunk: creation.rowChunk, deflate: nil)
+        if creation.epochColumn { try make(CorpusLayout.epoch, .uint64, chunk: creation.rowChunk, deflate: nil) }
         try make(CorpusLayout.payloadEnd, .uint64, chunk: creation.rowChunk, deflate: nil)
         try make(CorpusLayout.payload, .uint8, chunk: creation.payloadChunk, deflate: creation.deflateLevel)
         if let createdAtMs {

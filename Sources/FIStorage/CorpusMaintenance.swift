@@ -297,7 +297,10 @@ public enum CorpusMaintenance {
     /// Checks every closed segment against its manifest entry: the file's size
     /// and SHA-256, then as HDF5 — every column exactly `rows` long, `payload`
     /// ending where the last row ends, offsets and stream ids in order, and the
-    /// recorded first and last stream ids. Reads every byte of every closed segment.
+    /// recorded first and last stream ids — and the rows' epochs, which must
+    /// never go down in stream order, within a segment or from one segment to
+    /// the next (epoch 0, written without fencing, is not compared): a drop is
+    /// reported on the segment where it happens. Reads every byte of every closed segment.
     public static func verify(directory: String, logger: Logger = .disabled) async throws -> VerificationReport {
         try await onOwnQueue {
             let partition = PartitionDirectory(directory)
@@ -321,15 +324,18 @@ public enum CorpusMaintenance {
                     report.unchecked.append(name)
                 }
             }
+            var epochs = EpochOrder()
             for entry in manifest.segments {
                 if entry.replacement != nil {
                     report.notes.append("\(entry.file): being rewritten by an erasure (or one was interrupted: the next writer or erasure finishes it)")
                     continue
                 }
-                var result = check(entry, in: partition, logger: logger)
+                let before = epochs
+                var result = check(entry, in: partition, epochs: &epochs, logger: logger)
                 if !result.ok, let again = try? partition.readManifest()?.entry(entry.file), again != entry {
                     // Rewritten (an erasure) or deleted (retention) while we read it: check what is recorded now.
-                    result = again.replacement == nil ? check(again, in: partition, logger: logger)
+                    epochs = before
+                    result = again.replacement == nil ? check(again, in: partition, epochs: &epochs, logger: logger)
                         : SegmentCheck(file: entry.file, rows: entry.stats.rows, problems: [])
                 }
                 report.segments.append(result)
@@ -338,7 +344,8 @@ public enum CorpusMaintenance {
         }
     }
 
-    private static func check(_ entry: ManifestSegment, in partition: PartitionDirectory, logger: Logger) -> SegmentCheck {
+    private static func check(_ entry: ManifestSegment, in partition: PartitionDirectory, epochs: inout EpochOrder,
+                              logger: Logger) -> SegmentCheck {
         let path = partition.file(entry.file)
         var problems: [String] = []
         guard FileManager.default.fileExists(atPath: path) else {
@@ -354,7 +361,8 @@ public enum CorpusMaintenance {
         do {
             let core = try ReaderCore(path: path, logger: logger)
             defer { try? core.close() }
-            problems += try core.closedSegmentProblems(expectedRows: entry.stats.rows, first: entry.stats.first, last: entry.stats.last)
+            problems += try core.closedSegmentProblems(expectedRows: entry.stats.rows, first: entry.stats.first, last: entry.stats.last,
+                                                       epochs: &epochs)
         } catch {
             problems.append("cannot be read as a corpus file: \(error)")
         }

@@ -18,7 +18,8 @@ import Glibc
 /// kept open), so a lookup opens only the segments holding that consultation.
 /// ``open(path:logger:)`` reads one file.
 ///
-/// The reader sees whole rows only: n = the shortest of the four row columns,
+/// The reader sees whole rows only: n = the shortest of the row columns (four,
+/// or five with the optional `epoch`),
 /// lowered while `payload_end[n-1]` exceeds the `payload` length (HDF5 may
 /// publish one dataset's growth before another's). A consultation index (built
 /// at open, extended on refresh) answers ``records(consultationID:)`` without
@@ -130,6 +131,28 @@ public final class CorpusReader: Sendable {
     }
 }
 
+/// The lease epochs of rows in stream order, which must never go down: a row
+/// of a lower epoch after one of a higher epoch means two writers (an older
+/// lease wrote after a newer one had taken the partition). Epoch 0 — a writer
+/// without fencing, or a file without the column — claims no lease and is not compared.
+struct EpochOrder: Sendable {
+    /// The highest nonzero epoch seen so far.
+    private(set) var highest: UInt64 = 0
+    /// The last nonzero epoch seen.
+    private var last: UInt64 = 0
+
+    /// Takes the next row's epoch; returns what is wrong at the first row of each drop.
+    mutating func see(_ epoch: UInt64) -> String? {
+        guard epoch != 0 else { return nil }
+        defer {
+            last = epoch
+            highest = max(highest, epoch)
+        }
+        guard epoch < highest, last == highest else { return nil }
+        return "epoch \(epoch) after epoch \(highest) (two writers: an older lease wrote after a newer one)"
+    }
+}
+
 /// What the public reader drives, on its queue.
 protocol ReaderEngine: AnyObject, Sendable {
     var rowCount: Int { get }
@@ -168,17 +191,24 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
     /// The length of `payload` as of the last refresh.
     private var payloadBytes: UInt64 = 0
 
+    /// Whether ``refresh()`` indexes consultations (a reader that only wants
+    /// the row count and the last row need not read every consultation id).
+    private let indexing: Bool
+
     /// See the comment where it is set.
     static let metadataReadAttempts: UInt32 = 28
 
-    /// - Parameter metadataReadAttempts: for the fuzzer, which opens
-    ///   thousands of corrupt files and need not wait out a writer.
-    init(path: String, logger: Logger, metadataReadAttempts: UInt32 = ReaderCore.metadataReadAttempts) throws {
+    /// - Parameters:
+    ///   - metadataReadAttempts: for the fuzzer, which opens thousands of
+    ///     corrupt files and need not wait out a writer.
+    ///   - indexing: `false`: no consultation index (``records(consultationID:)`` finds nothing).
+    init(path: String, logger: Logger, metadataReadAttempts: UInt32 = ReaderCore.metadataReadAttempts, indexing: Bool = true) throws {
         var logger = logger
         logger[metadataKey: "fi.corpus.path"] = "\(path)"
         self.path = path
         self.logger = logger
         self.metadataReadAttempts = metadataReadAttempts
+        self.indexing = indexing
         columns = try openFile()
         _ = try refresh()
     }
@@ -282,6 +312,17 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
         return (try id(0), try id(rowCount - 1))
     }
 
+    /// The `epoch` of the last visible row (0 in a file without the column); `nil` without rows.
+    func lastEpoch() throws -> UInt64? {
+        guard rowCount > 0 else { return nil }
+        let columns = try open()
+        guard let column = columns.epoch else { return 0 }
+        var epoch: UInt64 = 0
+        let row = rowCount - 1
+        try HDF5Library.withLock { try column.read(at: row, count: 1, into: &epoch) }
+        return epoch
+    }
+
     /// How the file's datasets were created (kept by a rewrite), and its creation time attribute.
     func creation() throws -> (CorpusCreation, createdAtMs: Int64?) {
         let columns = try open()
@@ -308,8 +349,10 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
     /// What is wrong with this file as a closed segment of `expectedRows` rows
     /// from `first` to `last`: every column exactly that long, `payload` ending
     /// where the last row ends, offsets non-decreasing, stream ids valid and
-    /// rising. Empty when it is whole.
-    func closedSegmentProblems(expectedRows: Int, first: StreamEntryID?, last: StreamEntryID?) throws -> [String] {
+    /// rising, and epochs never going down (`epochs` carries the order from the
+    /// segments before it). Empty when it is whole.
+    func closedSegmentProblems(expectedRows: Int, first: StreamEntryID?, last: StreamEntryID?,
+                               epochs order: inout EpochOrder) throws -> [String] {
         let columns = try open()
         var problems: [String] = []
         let (counts, bytes) = try HDF5Library.withLock { () throws -> ([Int], Int) in
@@ -331,14 +374,19 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
             let k = min(block, n - row)
             var ends = [UInt64](repeating: 0, count: k)
             var ids = [UInt8](repeating: 0, count: k * CorpusLayout.streamIDBytes)
+            var epochs = [UInt64](repeating: 0, count: k)
             let start = row
             try HDF5Library.withLock {
                 try ends.withUnsafeMutableBytes { try columns.payloadEnd.read(at: start, count: k, into: $0.baseAddress!) }
                 try ids.withUnsafeMutableBytes { try columns.streamID.read(at: start, count: k, into: $0.baseAddress!) }
+                if let epoch = columns.epoch {
+                    try epochs.withUnsafeMutableBytes { try epoch.read(at: start, count: k, into: $0.baseAddress!) }
+                }
             }
             ids.withUnsafeBytes { raw in
                 for i in 0..<k where problems.count < 20 {
                     if ends[i] < previousEnd { problems.append("row \(start + i): payload_end goes backwards") }
+                    if let drop = order.see(epochs[i]) { problems.append("row \(start + i): \(drop)") }
                     previousEnd = max(previousEnd, ends[i])
                     let cell = UnsafeRawBufferPointer(rebasing: raw[(i * CorpusLayout.streamIDBytes)..<((i + 1) * CorpusLayout.streamIDBytes)])
                     guard let id = StreamEntryID(bytes: FixedString.trimmed(cell)) else {
@@ -427,7 +475,7 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
             index = [:]
             indexedRows = 0
         }
-        try extendIndex(columns, to: n)
+        if indexing { try extendIndex(columns, to: n) }
         rowCount = n
         return n
     }
@@ -463,6 +511,7 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
         var cids = [UInt8](repeating: 0, count: k * cidSize)
         var sids = [UInt8](repeating: 0, count: k * sidSize)
         var received = [Int64](repeating: 0, count: k)
+        var epochs = [UInt64](repeating: 0, count: k)
         var ends = [UInt64](repeating: 0, count: k)
         var firstStart: UInt64 = 0
         var payload = [UInt8]()
@@ -470,6 +519,9 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
             try cids.withUnsafeMutableBytes { try columns.consultationID.read(at: low, count: k, into: $0.baseAddress!) }
             try sids.withUnsafeMutableBytes { try columns.streamID.read(at: low, count: k, into: $0.baseAddress!) }
             try received.withUnsafeMutableBytes { try columns.receivedAtMs.read(at: low, count: k, into: $0.baseAddress!) }
+            if let epoch = columns.epoch {
+                try epochs.withUnsafeMutableBytes { try epoch.read(at: low, count: k, into: $0.baseAddress!) }
+            }
             try ends.withUnsafeMutableBytes { try columns.payloadEnd.read(at: low, count: k, into: $0.baseAddress!) }
             if low > 0 { try columns.payloadEnd.read(at: low - 1, count: 1, into: &firstStart) }
             try checkOffsets(rows: low..<high, starts: [firstStart] + ends.dropLast(), ends: ends)
@@ -481,7 +533,8 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
         }
         var starts = [UInt64](repeating: 0, count: k)
         for i in 0..<k { starts[i] = i == 0 ? firstStart : ends[i - 1] }
-        return try assemble(cids: cids, sids: sids, received: received, starts: starts, ends: ends, payload: payload, base: firstStart, firstRow: low)
+        return try assemble(cids: cids, sids: sids, received: received, epochs: epochs, starts: starts, ends: ends, payload: payload,
+                            base: firstStart, firstRow: low)
     }
 
     /// Payload offsets read from the file: each row's range lies within
@@ -501,7 +554,7 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
 
     /// Rows from their column cells. A stream id that does not parse is `.corrupt`;
     /// the error names the row: `rows[i]`, or `firstRow + i` for a contiguous read.
-    private func assemble(cids: [UInt8], sids: [UInt8], received: [Int64], starts: [UInt64], ends: [UInt64],
+    private func assemble(cids: [UInt8], sids: [UInt8], received: [Int64], epochs: [UInt64], starts: [UInt64], ends: [UInt64],
                           payload: [UInt8], base: UInt64, offsets: [Int]? = nil, rows: [Int]? = nil, firstRow: Int = 0) throws -> [CorpusRecord] {
         let cidSize = CorpusLayout.consultationIDBytes, sidSize = CorpusLayout.streamIDBytes
         var records = [CorpusRecord]()
@@ -519,7 +572,8 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
                         consultationID: FixedString.decode(UnsafeRawBufferPointer(rebasing: cidRaw[(i * cidSize)..<((i + 1) * cidSize)])),
                         streamID: streamID,
                         receivedAtMs: received[i],
-                        payload: Array(payload[from..<(from + length)])))
+                        payload: Array(payload[from..<(from + length)]),
+                        epoch: epochs[i]))
                 }
             }
         }
@@ -562,6 +616,7 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
         var cids = [UInt8](repeating: 0, count: k * cidSize)
         var sids = [UInt8](repeating: 0, count: k * sidSize)
         var received = [Int64](repeating: 0, count: k)
+        var epochs = [UInt64](repeating: 0, count: k)
         var ends = [UInt64](repeating: 0, count: k)
         var starts = [UInt64](repeating: 0, count: k)
         var payload = [UInt8]()
@@ -570,6 +625,9 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
             try cids.withUnsafeMutableBytes { try columns.consultationID.read(points: rows, into: $0.baseAddress!) }
             try sids.withUnsafeMutableBytes { try columns.streamID.read(points: rows, into: $0.baseAddress!) }
             try received.withUnsafeMutableBytes { try columns.receivedAtMs.read(points: rows, into: $0.baseAddress!) }
+            if let epoch = columns.epoch {
+                try epochs.withUnsafeMutableBytes { try epoch.read(points: rows, into: $0.baseAddress!) }
+            }
             try ends.withUnsafeMutableBytes { try columns.payloadEnd.read(points: rows, into: $0.baseAddress!) }
             let previous = rows.filter { $0 > 0 }.map { $0 - 1 }
             var previousEnds = [UInt64](repeating: 0, count: previous.count)
@@ -596,7 +654,7 @@ final class ReaderCore: ReaderEngine, @unchecked Sendable {
                 try payload.withUnsafeMutableBytes { try columns.payload.read(ranges: ranges, into: $0.baseAddress!) }
             }
         }
-        let records = try assemble(cids: cids, sids: sids, received: received, starts: starts, ends: ends,
+        let records = try assemble(cids: cids, sids: sids, received: received, epochs: epochs, starts: starts, ends: ends,
                                    payload: payload, base: 0, offsets: offsets, rows: rows)
         return records.filter { $0.consultationID == consultationID }
     }

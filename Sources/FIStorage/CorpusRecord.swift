@@ -10,12 +10,18 @@ public struct CorpusRecord: Sendable, Equatable {
     public var receivedAtMs: Int64
     /// The event's JSON, byte for byte as queued (must be UTF-8).
     public var payload: [UInt8]
+    /// The lease epoch of the writer that stored the row (the `epoch` column;
+    /// 0 for a writer without ``CorpusWriter/Options/fencingEpoch`` and for
+    /// files written before the column existed). Set by every reader; a writer
+    /// ignores it and stores its own epoch.
+    public var epoch: UInt64
 
-    public init(consultationID: String, streamID: StreamEntryID, receivedAtMs: Int64, payload: [UInt8]) {
+    public init(consultationID: String, streamID: StreamEntryID, receivedAtMs: Int64, payload: [UInt8], epoch: UInt64 = 0) {
         self.consultationID = consultationID
         self.streamID = streamID
         self.receivedAtMs = receivedAtMs
         self.payload = payload
+        self.epoch = epoch
     }
 
     /// Whether `bytes` are valid UTF-8, as a payload must be — checked the way
@@ -50,6 +56,8 @@ enum CorpusLayout {
     static let receivedAtMs = "received_at_ms"
     static let payloadEnd = "payload_end"
     static let payload = "payload"
+    /// Optional: files written before it existed lack it (their rows read as epoch 0).
+    static let epoch = "epoch"
 
     /// Root attribute of a layout 2 segment: when it was created, Unix ms.
     static let createdAtAttribute = "fi_segment_created_at_ms"

@@ -49,7 +49,7 @@ public final class CorpusWriter: Sendable {
         /// The default ``segmentMaxAge``: 24 hours.
         public static let defaultSegmentMaxAge: Duration = .seconds(24 * 3600)
 
-        /// Chunk length, in rows, of the four row columns (new files only).
+        /// Chunk length, in rows, of the row columns (new files only).
         public var batchChunkRows: Int
         /// Chunk length, in bytes, of `payload` (new files only).
         public var payloadChunkBytes: Int
@@ -70,6 +70,16 @@ public final class CorpusWriter: Sendable {
         /// id) is older than this; `nil`: keep everything. Checked at most once a
         /// minute and after each roll. Never the segment being written.
         public var retention: Duration?
+        /// The lease epoch of this writer (a directory corpus only), stored in
+        /// every row's `epoch` column and checked against the partition's
+        /// `fence` file: at open, and before every batch, a fence (or, at open,
+        /// a newest row) of a higher epoch means a newer lease has taken the
+        /// partition, and the writer throws ``StorageError/Code/fenced``
+        /// without writing. Opening raises the fence to this epoch.
+        /// `nil` (the default): no fencing — the writer neither checks nor
+        /// raises the fence, and its rows record epoch 0 (for tools, tests and
+        /// a worker without leases; see Docs/storage.md).
+        public var fencingEpoch: UInt64?
         /// The wall clock (segment ages, retention, timestamps in the manifest).
         public var clock: CorpusClock
         /// Told when a segment closes, is recorded, or is deleted by retention;
@@ -85,6 +95,7 @@ public final class CorpusWriter: Sendable {
             segmentMaxBytes: Int? = Options.defaultSegmentMaxBytes,
             segmentMaxAge: Duration? = Options.defaultSegmentMaxAge,
             retention: Duration? = nil,
+            fencingEpoch: UInt64? = nil,
             clock: CorpusClock = .system,
             events: (@Sendable (CorpusEvent) -> Void)? = nil
         ) {
@@ -96,6 +107,7 @@ public final class CorpusWriter: Sendable {
             self.segmentMaxBytes = segmentMaxBytes
             self.segmentMaxAge = segmentMaxAge
             self.retention = retention
+            self.fencingEpoch = fencingEpoch
             self.clock = clock
             self.events = events
         }
@@ -129,22 +141,27 @@ public final class CorpusWriter: Sendable {
     ///   - logger: Receives recovery and lifecycle events (debug level).
     /// - Returns: The writer, holding the partition's lock until ``close()``.
     /// - Throws: ``StorageError`` — `.locked` at once if another writer holds
-    ///   the partition, `.corrupt` if a file or the manifest lacks the layout,
-    ///   `.hdf5`/`.io` otherwise.
+    ///   the partition, `.fenced` (nothing written) if the partition's fence or
+    ///   newest row carries a higher epoch than ``Options/fencingEpoch``,
+    ///   `.corrupt` if a file or the manifest lacks the layout, `.hdf5`/`.io` otherwise.
     public static func open(directory: String, options: Options = .init(), logger: Logger = .disabled) async throws -> CorpusWriter {
         try await open(path: directory, logger: logger) { try PartitionEngine(directory: directory, options: options, logger: logger) }
     }
 
     /// Opens (creating on first use, recovering after a crash) one corpus file
-    /// at `path` (layout 1: it never rolls; segment options are ignored).
+    /// at `path` (layout 1: it never rolls; segment options are ignored). Its
+    /// rows record epoch 0; a file without the `epoch` column (written before
+    /// it existed) is written on without one.
     ///
     /// - Parameters:
     ///   - path: The file; missing parent directories are created.
     ///   - options: Layout (for a new file) and durability.
     ///   - logger: Receives recovery and lifecycle events.
     /// - Returns: The writer, holding the file's lock (`<path>.lock`) until ``close()``.
-    /// - Throws: ``StorageError`` — `.locked` at once if another writer holds
-    ///   the file, `.corrupt` if the file lacks the corpus layout, `.hdf5`/`.io` otherwise.
+    /// - Throws: ``StorageError`` — `.invalidArgument` if ``Options/fencingEpoch``
+    ///   is set (only a partition directory has a fence), `.locked` at once if
+    ///   another writer holds the file, `.corrupt` if the file lacks the corpus
+    ///   layout, `.hdf5`/`.io` otherwise.
     public static func open(path: String, options: Options = .init(), logger: Logger = .disabled) async throws -> CorpusWriter {
         try await open(path: path, logger: logger) { try SingleFileEngine(path: path, options: options, logger: logger) }
     }
@@ -182,8 +199,13 @@ public final class CorpusWriter: Sendable {
     /// In a directory corpus, the segment is first closed if it is due (size,
     /// age, an erasure's request): a batch never spans two segments.
     ///
+    /// With ``Options/fencingEpoch`` set, the partition's fence is read first:
+    /// if a newer lease has raised it, nothing is written and this and every
+    /// later call throws `.fenced`.
+    ///
     /// - Returns: How many records were appended and how many skipped.
-    /// - Throws: ``StorageError`` — `.invalidRecord` (nothing written), `.closed`,
+    /// - Throws: ``StorageError`` — `.invalidRecord` (nothing written), `.fenced`
+    ///   (nothing written; the writer refuses further appends), `.closed`,
     ///   `.failed` after an earlier part-way failure, `.hdf5`/`.io` if writing or
     ///   syncing fails (the writer then refuses further appends; reopen to recover).
     @discardableResult
@@ -195,7 +217,8 @@ public final class CorpusWriter: Sendable {
     /// Between batches: closes the segment if it is due (age, size, an
     /// erasure's request), records segments closed earlier, and applies
     /// retention. A worker calls this while its stream is idle; ``append(_:)``
-    /// does the same itself.
+    /// does the same itself. A fencing writer checks the fence first, as
+    /// ``append(_:)`` does (`.fenced`).
     public func maintain() async throws {
         try await run { engine in try engine.maintain() }
     }
@@ -283,6 +306,9 @@ final class SingleFileEngine: WriterEngine, @unchecked Sendable {
     private let selection = RecordSelection()
 
     init(path: String, options: CorpusWriter.Options, logger: Logger) throws {
+        if let epoch = options.fencingEpoch {
+            throw StorageError(code: .invalidArgument, message: "fencing epoch \(epoch) given for the single corpus file \(path): only a partition directory (CorpusWriter.open(directory:)) has a fence")
+        }
         try POSIX.createDirectories(POSIX.directory(of: path))
         let lock = try FileLock(path: path + ".lock")
         file = try SegmentWriter(path: path, options: options, logger: logger)
@@ -297,7 +323,7 @@ final class SingleFileEngine: WriterEngine, @unchecked Sendable {
     func append(_ records: [CorpusRecord]) throws -> AppendOutcome {
         guard file.isOpen else { throw StorageError(code: .closed, message: "the corpus writer for \(file.path) is closed") }
         _ = try selection.select(records, above: file.lastStreamID, validateUTF8: file.options.validateUTF8)
-        return try file.write(records, selection)
+        return try file.write(records, selection, epoch: 0)
     }
 
     func maintain() throws {}
@@ -332,6 +358,8 @@ final class PartitionEngine: WriterEngine, @unchecked Sendable {
     private var handledRequest: FileIdentity?
     private var lastRetentionMs: Int64 = .min
     private var failure: StorageError?
+    /// Set once a newer lease's fence is seen: the writer refuses all further work.
+    private var fenced: StorageError?
     private var closed = false
 
     /// How often retention looks for segments to delete.
@@ -349,15 +377,21 @@ final class PartitionEngine: WriterEngine, @unchecked Sendable {
         var opened = false
         defer { if !opened { lock.release() } }
 
+        // The manifest lock, unless an erasure is at work right now (it is
+        // held for the whole rewrite; the erasure repairs what needs it).
+        let manifestLock = try? directory.lockManifest(wait: .zero)
+        defer { manifestLock?.release() }
+        // The fence before anything else: a fenced writer writes nothing.
+        if let epoch = options.fencingEpoch { try directory.takeFence(epoch: epoch, logger: logger) }
         // Segments this writer's predecessor was creating when it died.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         where name.hasSuffix(SegmentName.creatingSuffix) && SegmentName.isSegment(String(name.dropLast(SegmentName.creatingSuffix.count))) {
             try POSIX.unlinkIfPresent(directory.file(name))
         }
-        // Finish an interrupted erasure or deletion, unless an erasure is at work right now (it will).
-        if let manifestLock = try? directory.lockManifest(wait: .zero) {
-            defer { manifestLock.release() }
+        // Finish an interrupted erasure or deletion.
+        if let manifestLock {
             try directory.repair(logger: logger)
+            manifestLock.release()
         }
 
         let snapshot = try directory.snapshot()
@@ -392,6 +426,7 @@ final class PartitionEngine: WriterEngine, @unchecked Sendable {
             activeName = name
             activeCreatedMs = file.createdAtMs ?? file.firstStreamID.map { Int64(clamping: $0.ms) } ?? now
             raise(to: file.lastStreamID)
+            if !file.hasEpochColumn { try retireWithoutEpochColumn(file, name: name) }
         }
         self.lock = lock
         opened = true
@@ -408,6 +443,22 @@ final class PartitionEngine: WriterEngine, @unchecked Sendable {
         lock?.release()
     }
 
+    /// The segment being written predates the `epoch` column: close it (a
+    /// normal roll, recorded with its checksum; an empty one is removed) so
+    /// that rows go on in a new segment and no file has a partial column.
+    private func retireWithoutEpochColumn(_ file: SegmentWriter, name: String) throws {
+        if file.rowCount > 0 {
+            try rollActive(reason: "no epoch column")
+            return
+        }
+        try file.close()
+        try POSIX.unlinkIfPresent(directory.file(name))
+        try POSIX.fsync(path: directory.path, directory: true)
+        active = nil
+        activeName = nil
+        logger.debug("corpus segment without rows or epoch column removed", metadata: ["fi.corpus.segment": "\(name)"])
+    }
+
     private func raise(to id: StreamEntryID?) {
         guard let id else { return }
         if let watermark, watermark >= id { return }
@@ -418,8 +469,30 @@ final class PartitionEngine: WriterEngine, @unchecked Sendable {
 
     private func usable() throws {
         if closed { throw StorageError(code: .closed, message: "the corpus writer for \(directory.path) is closed") }
+        try checkFence()
         if let failure {
             throw StorageError(code: .failed, message: "closing a segment of \(directory.path) failed; reopen the corpus to recover", underlying: failure)
+        }
+    }
+
+    /// Before every batch (and housekeeping) of a fencing writer: one read of
+    /// the fence. Above this writer's epoch: a newer lease has the partition —
+    /// refuse, now and for good. Below it (or gone): put it back, so a stale
+    /// writer that lowered it by a racing open (where the `flock` does not
+    /// work) meets this writer's epoch at its next batch.
+    private func checkFence() throws {
+        guard let epoch = options.fencingEpoch else { return }
+        if let fenced { throw fenced }
+        let fence = try directory.readFence()
+        if let fence, fence > epoch {
+            let error = StorageError(code: .fenced, message: "\(directory.file(SegmentName.fence)) holds epoch \(fence), above this writer's \(epoch): a newer lease has taken the partition; this writer writes nothing more (close it)")
+            fenced = error
+            logger.debug("corpus writer fenced", metadata: ["fi.corpus.fence": "\(fence)", "fi.corpus.epoch": "\(epoch)"])
+            throw error
+        }
+        if fence != epoch {
+            try directory.writeFence(epoch)
+            logger.debug("corpus fence restored", metadata: ["fi.corpus.fence": "\(epoch)", "fi.corpus.found": "\(fence.map(String.init) ?? "-")"])
         }
     }
 
@@ -439,7 +512,7 @@ final class PartitionEngine: WriterEngine, @unchecked Sendable {
             activeCreatedMs = now
             options.events?(.segmentOpened(file: name, duration: ContinuousClock.now - started))
         }
-        let outcome = try active!.write(records, selection)
+        let outcome = try active!.write(records, selection, epoch: options.fencingEpoch ?? 0)
         raise(to: active!.lastStreamID)
         return outcome
     }

@@ -8,6 +8,7 @@
 //   corpus.h5.lock              the writer's flock (as in layout 1)
 //   manifest.lock               flock held while manifest.json or a closed segment changes
 //   roll.request                an erasure asks the running writer to close its segment
+//   fence                       the highest lease epoch that opened the partition for writing
 //   audit.log                   one JSON line per erasure or retention deletion
 import Crypto
 import Foundation
@@ -27,6 +28,8 @@ enum SegmentName {
     static let manifestLock = "manifest.lock"
     static let rollRequest = "roll.request"
     static let auditLog = "audit.log"
+    static let fence = "fence"
+    static let fenceTemporary = "fence.tmp"
     /// A segment's rewrite during an erasure, before it is renamed over the segment.
     static let erasingSuffix = ".erasing"
     static let creatingSuffix = ".creating"
@@ -213,6 +216,79 @@ struct PartitionDirectory: Sendable {
     /// Takes the partition's writer lock (`corpus.h5.lock`) without waiting.
     func lockWriter() throws -> FileLock {
         try FileLock(path: file(SegmentName.writerLock))
+    }
+
+    // MARK: fence
+
+    /// The fence: the highest lease epoch that has opened the partition for
+    /// writing (`nil` when no fencing writer ever has). One small read of the
+    /// file, opened by name each time: the fence is replaced by rename, and on
+    /// NFS an open revalidates what the client cached.
+    /// - Throws: `.io`, or `.corrupt` if the file holds no decimal epoch.
+    func readFence() throws -> UInt64? {
+        let path = file(SegmentName.fence)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw StorageError(code: .io, message: "open \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        var n: Int
+        repeat {
+            n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
+        } while n < 0 && errno == EINTR
+        guard n >= 0 else { throw StorageError(code: .io, message: "read \(path): \(String(cString: strerror(errno)))") }
+        let text = String(decoding: buffer.prefix(n), as: UTF8.self)
+        guard text.hasSuffix("\n"), let epoch = UInt64(text.dropLast()) else {
+            throw StorageError(code: .corrupt, message: "\(path) holds \(text.debugDescription), not a decimal epoch and a newline (Docs/contract.md §5)")
+        }
+        return epoch
+    }
+
+    /// Replaces the fence with `epoch`, atomically and durably: `fence.tmp`
+    /// written and synced, renamed over `fence`, directory synced.
+    func writeFence(_ epoch: UInt64) throws {
+        let temporary = file(SegmentName.fenceTemporary)
+        try POSIX.writeSynced(Array("\(epoch)\n".utf8), to: temporary)
+        try POSIX.rename(temporary, file(SegmentName.fence))
+        try POSIX.fsync(path: path, directory: true)
+    }
+
+    /// What a writer of lease `epoch` does when it opens the partition, before
+    /// it writes anything: if the fence, or the epoch of the newest stored row,
+    /// is higher than `epoch`, a newer lease has taken the partition — throw
+    /// `.fenced`; otherwise raise the fence to `epoch` (if it is not there yet).
+    /// The caller holds the writer lock (and the manifest lock when it is free).
+    func takeFence(epoch: UInt64, logger: Logger) throws {
+        let fence = try readFence()
+        if let fence, fence > epoch {
+            throw StorageError(code: .fenced, message: "\(file(SegmentName.fence)) holds epoch \(fence), above this writer's \(epoch): a newer lease has taken the partition; nothing was written")
+        }
+        if let newest = try newestRowEpoch(logger: logger), newest > epoch {
+            throw StorageError(code: .fenced, message: "the newest row of \(path) was written by epoch \(newest), above this writer's \(epoch): a newer lease has written the partition; nothing was written")
+        }
+        if fence != epoch {
+            try writeFence(epoch)
+            logger.debug("corpus fence raised", metadata: ["fi.corpus.fence": "\(epoch)", "fi.corpus.previous_fence": "\(fence.map(String.init) ?? "-")"])
+        }
+    }
+
+    /// The epoch of the partition's newest stored row (0 if its file has no
+    /// `epoch` column), or `nil` without rows: the newest segment with rows,
+    /// read by the readers' rule without indexing it.
+    func newestRowEpoch(logger: Logger) throws -> UInt64? {
+        for name in try snapshot().ordered.reversed() {
+            let core: ReaderCore
+            do {
+                core = try ReaderCore(path: file(name), logger: logger, indexing: false)
+            } catch let error as StorageError where error.code == .io && POSIX.identity(file(name)) == nil {
+                continue  // gone since the listing (retention)
+            }
+            defer { try? core.close() }
+            if let epoch = try core.lastEpoch() { return epoch }
+        }
+        return nil
     }
 
     // MARK: listing

@@ -30,6 +30,7 @@ final class SegmentWriter: @unchecked Sendable {
     private var consultationBuffer: [UInt8] = []
     private var streamBuffer: [UInt8] = []
     private var receivedBuffer: [Int64] = []
+    private var epochBuffer: [UInt64] = []
     private var endBuffer: [UInt64] = []
     private var payloadBuffer: [UInt8] = []
 
@@ -64,6 +65,9 @@ final class SegmentWriter: @unchecked Sendable {
     }
 
     var isOpen: Bool { columns != nil }
+
+    /// Whether the file has the `epoch` column (files written before it existed do not).
+    var hasEpochColumn: Bool { columns?.epoch != nil }
 
     /// Creates the file under a temporary name, syncs it, opens it for SWMR
     /// writing and only then renames it into place: a crash during creation
@@ -187,16 +191,20 @@ final class SegmentWriter: @unchecked Sendable {
         return Int(info.st_size)
     }
 
-    /// Validates, then appends the records above `watermark` as one durable batch.
+    /// Validates, then appends the records above `watermark` as one durable batch,
+    /// each with its own ``CorpusRecord/epoch`` (a rewrite keeps the rows' epochs).
     func append(_ records: [CorpusRecord], above watermark: StreamEntryID?) throws -> AppendOutcome {
         guard columns != nil else { throw StorageError(code: .closed, message: "the corpus writer for \(path) is closed") }
         let selection = RecordSelection()
         _ = try selection.select(records, above: watermark, validateUTF8: options.validateUTF8)
-        return try write(records, selection)
+        return try write(records, selection, epoch: nil)
     }
 
     /// Writes the records `selection` chose from the same `records`, as one durable batch.
-    func write(_ records: [CorpusRecord], _ selection: RecordSelection) throws -> AppendOutcome {
+    ///
+    /// - Parameter epoch: the `epoch` of every row; `nil`: each record's own. Not
+    ///   written to a file without the column (its rows all read as epoch 0).
+    func write(_ records: [CorpusRecord], _ selection: RecordSelection, epoch: UInt64?) throws -> AppendOutcome {
         guard let columns else { throw StorageError(code: .closed, message: "the corpus writer for \(path) is closed") }
         if let failure {
             throw StorageError(code: .failed, message: "an earlier append to \(path) failed part-way; reopen the corpus to recover", underlying: failure)
@@ -214,12 +222,22 @@ final class SegmentWriter: @unchecked Sendable {
         streamBuffer.removeAll(keepingCapacity: true)
         streamBuffer.append(contentsOf: repeatElement(0, count: k * sidSize))
         receivedBuffer.removeAll(keepingCapacity: true)
+        epochBuffer.removeAll(keepingCapacity: true)
         endBuffer.removeAll(keepingCapacity: true)
         payloadBuffer.removeAll(keepingCapacity: true)
         payloadBuffer.reserveCapacity(total)
         var end = UInt64(payloadBytes)
         receivedBuffer.reserveCapacity(k)
         endBuffer.reserveCapacity(k)
+        let writesEpoch = columns.epoch != nil
+        if writesEpoch {
+            if let epoch {
+                epochBuffer.append(contentsOf: repeatElement(epoch, count: k))
+            } else {
+                epochBuffer.reserveCapacity(k)
+            }
+        }
+        let ownEpochs = writesEpoch && epoch == nil
         records.withUnsafeBufferPointer { records in
             consultationBuffer.withUnsafeMutableBytes { cids in
                 streamBuffer.withUnsafeMutableBytes { sids in
@@ -228,6 +246,7 @@ final class SegmentWriter: @unchecked Sendable {
                         _ = records[index].streamID.write(into: UnsafeMutableBufferPointer(
                             start: (sids.baseAddress! + row * sidSize).assumingMemoryBound(to: UInt8.self), count: sidSize))
                         receivedBuffer.append(records[index].receivedAtMs)
+                        if ownEpochs { epochBuffer.append(records[index].epoch) }
                         records[index].payload.withUnsafeBytes { payloadBuffer.append(contentsOf: $0) }
                         end += UInt64(records[index].payload.count)
                         endBuffer.append(end)
@@ -255,6 +274,10 @@ final class SegmentWriter: @unchecked Sendable {
                 try streamBuffer.withUnsafeBytes { try columns.streamID.write(at: start, count: k, from: $0.baseAddress!) }
                 try columns.receivedAtMs.setCount(newRows)
                 try receivedBuffer.withUnsafeBytes { try columns.receivedAtMs.write(at: start, count: k, from: $0.baseAddress!) }
+                if let epochColumn = columns.epoch {
+                    try epochColumn.setCount(newRows)
+                    try epochBuffer.withUnsafeBytes { try epochColumn.write(at: start, count: k, from: $0.baseAddress!) }
+                }
                 try columns.payloadEnd.setCount(newRows)
                 try endBuffer.withUnsafeBytes { try columns.payloadEnd.write(at: start, count: k, from: $0.baseAddress!) }
                 try HDF5Library.check(H5Fflush(columns.file.id, H5F_SCOPE_GLOBAL), "H5Fflush(\(path))")

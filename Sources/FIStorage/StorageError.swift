@@ -7,7 +7,7 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     /// The kind of a ``StorageError``.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: Hashable, Sendable {
-            case hdf5, locked, invalidRecord, io, corrupt, closed, failed
+            case hdf5, locked, invalidRecord, invalidArgument, io, corrupt, closed, failed, fenced
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -19,6 +19,9 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
         /// A record was rejected before anything was written (bad stream id,
         /// over-long consultation id, payload that is not UTF-8…).
         public static let invalidRecord = Code(.invalidRecord)
+        /// An option or argument the call cannot honour (e.g. a fencing epoch
+        /// for a single-file writer, which has no partition to fence).
+        public static let invalidArgument = Code(.invalidArgument)
         /// A POSIX call (open, flock, fsync, mkdir…) failed.
         public static let io = Code(.io)
         /// The file does not have the corpus layout (Docs/contract.md §5).
@@ -28,16 +31,23 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
         /// An earlier append failed part-way; the writer refuses further work.
         /// Reopen the file: recovery cuts it back to the last whole row.
         public static let failed = Code(.failed)
+        /// A newer lease has taken the partition: the partition's fence (or its
+        /// newest row) carries a higher epoch than this writer's
+        /// ``CorpusWriter/Options/fencingEpoch``. Nothing was written; the
+        /// writer refuses every later append. Close it and stop writing.
+        public static let fenced = Code(.fenced)
 
         public var description: String {
             switch base {
             case .hdf5: "hdf5"
             case .locked: "locked"
             case .invalidRecord: "invalidRecord"
+            case .invalidArgument: "invalidArgument"
             case .io: "io"
             case .corrupt: "corrupt"
             case .closed: "closed"
             case .failed: "failed"
+            case .fenced: "fenced"
             }
         }
     }

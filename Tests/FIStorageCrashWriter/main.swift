@@ -3,13 +3,15 @@
 // acknowledged (flushed + fsynced) batch appends "ACK <rows> <last stream id>"
 // to an ack file, the way a worker would XACK.
 //
-//   FIStorageCrashWriter <corpus> <ack file> <seed> [nofsync] [segments=<bytes>] [crash=<point>:<n>]
+//   FIStorageCrashWriter <corpus> <ack file> <seed> [nofsync] [segments=<bytes>] [epoch=<n>] [crash=<point>:<n>]
 //   FIStorageCrashWriter erase <partition directory> <consultation id> [crash=<point>:<n>]
 //
 // `nofsync` skips the fsync (a kill -9 is a process crash, not a power cut, so
 // flushed rows survive either way) so more kills land inside H5Fflush.
 // `segments=<bytes>` makes <corpus> a partition directory whose segments close
-// at that size (a roll every few dozen rows). `crash=<point>:<n>` kills the
+// at that size (a roll every few dozen rows). `epoch=<n>` (with `segments=`)
+// writes as lease epoch n (CorpusWriter.Options.fencingEpoch): a fenced open
+// or append exits 6 with "fenced" on stderr. `crash=<point>:<n>` kills the
 // process with SIGKILL the n-th time (from 0) it reaches the named point of a
 // roll, a manifest write or an erasure (FIStorage's FaultInjection).
 // `erase` erases one consultation (CorpusMaintenance.erase) and exits 0.
@@ -63,7 +65,7 @@ if arguments.count >= 4, arguments[1] == "erase" {
 }
 
 guard arguments.count >= 4, let seed = UInt64(arguments[3]) else {
-    FileHandle.standardError.write(Data("usage: FIStorageCrashWriter <corpus> <ack file> <seed> [nofsync] [segments=<bytes>] [crash=<point>:<n>]\n".utf8))
+    FileHandle.standardError.write(Data("usage: FIStorageCrashWriter <corpus> <ack file> <seed> [nofsync] [segments=<bytes>] [epoch=<n>] [crash=<point>:<n>]\n".utf8))
     exit(2)
 }
 let corpusPath = arguments[1]
@@ -84,9 +86,11 @@ var generator = SplitMix64(seed: seed)
 do {
     let fsync = !arguments.dropFirst(4).contains("nofsync")
     let segmentBytes = arguments.first { $0.hasPrefix("segments=") }.flatMap { Int($0.dropFirst("segments=".count)) }
+    let epoch = arguments.first { $0.hasPrefix("epoch=") }.flatMap { UInt64($0.dropFirst("epoch=".count)) }
     let writer: CorpusWriter
     if let segmentBytes {
-        let options = CorpusWriter.Options(batchChunkRows: 64, payloadChunkBytes: 16 << 10, fsync: fsync, segmentMaxBytes: segmentBytes)
+        let options = CorpusWriter.Options(batchChunkRows: 64, payloadChunkBytes: 16 << 10, fsync: fsync, segmentMaxBytes: segmentBytes,
+                                           fencingEpoch: epoch)
         writer = try await CorpusWriter.open(directory: corpusPath, options: options, logger: logger)
     } else {
         writer = try await CorpusWriter.open(path: corpusPath, options: CorpusWriter.Options(fsync: fsync), logger: logger)
@@ -109,7 +113,7 @@ do {
     }
 } catch {
     FileHandle.standardError.write(Data("crash writer: \(error)\n".utf8))
-    exit(1)
+    exit((error as? StorageError)?.code == .fenced ? 6 : 1)
 }
 
 struct SplitMix64 {

@@ -67,7 +67,7 @@ struct CorruptionTests {
             try await edit(
                 path,
                 """
-                for name in ("consultation_id", "stream_id", "received_at_ms", "payload_end"):
+                for name in ("consultation_id", "stream_id", "received_at_ms", "epoch", "payload_end"):
                     f["events/" + name].resize((10**9,))
                 """)
             let started = ContinuousClock.now

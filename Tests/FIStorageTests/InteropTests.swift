@@ -94,8 +94,9 @@ struct InteropTests {
             #expect(sid.contains("STRSIZE 41;") && sid.contains("H5T_STR_NULLPAD") && sid.contains("H5T_CSET_ASCII"), "\(sid)")
             #expect(block("received_at_ms").contains("H5T_STD_I64LE"))
             #expect(block("payload_end").contains("H5T_STD_U64LE"))
+            #expect(block("epoch").contains("H5T_STD_U64LE"))
             #expect(block("payload").contains("H5T_STD_U8LE"))
-            for name in ["consultation_id", "stream_id", "received_at_ms", "payload_end"] {
+            for name in ["consultation_id", "stream_id", "received_at_ms", "epoch", "payload_end"] {
                 #expect(block(name).contains("( 1000 ) / ( H5S_UNLIMITED )"), "\(name)")
             }
             #expect(header.contains("GROUP \"events\""))
@@ -110,7 +111,8 @@ struct InteropTests {
             with h5py.File(sys.argv[1], "r") as f:   # plain, no SWMR
                 e = f["events"]
                 n = len(e["stream_id"])
-                assert all(len(e[k]) == n for k in ("consultation_id", "received_at_ms", "payload_end")), "row columns differ"
+                assert all(len(e[k]) == n for k in ("consultation_id", "received_at_ms", "epoch", "payload_end")), "row columns differ"
+                assert e["epoch"].dtype == "<u8" and not e["epoch"][:].any(), "a writer without fencing stores epoch 0"
                 assert int(e["payload_end"][-1]) == len(e["payload"])
                 assert e["consultation_id"].dtype.itemsize == 128 and e["stream_id"].dtype.itemsize == 41
                 ends = e["payload_end"][:]

@@ -118,7 +118,7 @@ struct RecoveryTests {
             with h5py.File(sys.argv[1], "r+", libver="latest") as f:
                 e = f["events"]
                 n, size = len(e["stream_id"]), len(e["payload"])
-                for name in ("consultation_id", "stream_id", "received_at_ms"):
+                for name in ("consultation_id", "stream_id", "received_at_ms", "epoch"):
                     e[name].resize((n + 5,))
                 e["stream_id"][n:] = np.array([b"%d-0" % (2000000000000 + i) for i in range(5)], dtype="S41")
                 e["payload_end"].resize((n + 4,))
@@ -144,7 +144,7 @@ struct RecoveryTests {
             import sys, h5py
             with h5py.File(sys.argv[1], "r") as f:
                 e = f["events"]
-                lens = {k: len(e[k]) for k in ("consultation_id", "stream_id", "received_at_ms", "payload_end")}
+                lens = {k: len(e[k]) for k in ("consultation_id", "stream_id", "received_at_ms", "epoch", "payload_end")}
                 assert set(lens.values()) == {105}, lens
                 assert int(e["payload_end"][-1]) == len(e["payload"]), (int(e["payload_end"][-1]), len(e["payload"]))
                 assert e["stream_id"][101] == b"2000000000001-0"

@@ -35,14 +35,18 @@ struct SegmentRecoveryTests {
         try await reader.close()
         #expect(stored.count == rows, "\(context)")
         var mismatches = 0
-        for (i, row) in stored.enumerated() where row != CrashRows.record(i) { mismatches += 1 }
+        for (i, row) in stored.enumerated() {
+            var unfenced = row
+            unfenced.epoch = 0  // the crash child may write with a fencing epoch
+            if unfenced != CrashRows.record(i) { mismatches += 1 }
+        }
         #expect(mismatches == 0, "\(context): every row in order, once, byte for byte")
         let verification = try await CorpusMaintenance.verify(directory: dir, logger: quietLogger)
         #expect(verification.ok, "\(context): \(verification.problems) \(verification.damaged.map { "\($0.file): \($0.problems)" })")
         return rows
     }
 
-    @Test("kill -9 at random moments of a writer that rolls every few dozen rows", .timeLimit(.minutes(3)))
+    @Test("kill -9 at random moments of a writer that rolls every few dozen rows (each child a newer lease epoch)", .timeLimit(.minutes(3)))
     func randomKillsWithRolls() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.child), "build FIStorageCrashWriter first (swift build --build-tests)")
         try await withTemporaryDirectory { root in
@@ -54,7 +58,8 @@ struct SegmentRecoveryTests {
             for round in 0..<24 where Date() < deadline {
                 rounds += 1
                 let ackPath = "\(root)/ack-\(round)"
-                var arguments = [dir, ackPath, "\(round + 100)", "segments=\(Self.segmentBytes)"]
+                // Each child a newer lease: its open reads the fence and the newest row of a crashed partition.
+                var arguments = [dir, ackPath, "\(round + 100)", "segments=\(Self.segmentBytes)", "epoch=\(round + 1)"]
                 if round % 2 == 1 { arguments.append("nofsync") }
                 let running = try startProcess(Self.child, arguments)
                 let waitUntil = Date().addingTimeInterval(10)
@@ -72,12 +77,18 @@ struct SegmentRecoveryTests {
                     #expect(reader.rowCount >= acknowledged)
                     try await reader.close()
                 }
-                let writer = try await CorpusWriter.open(directory: dir, options: segmentOptions(maxBytes: Self.segmentBytes), logger: quietLogger)
+                var options = segmentOptions(maxBytes: Self.segmentBytes)
+                options.fencingEpoch = UInt64(round + 1)  // the same lease as the child's
+                let writer = try await CorpusWriter.open(directory: dir, options: options, logger: quietLogger)
                 #expect(writer.rowCount >= acknowledged, "round \(round)")
                 if writer.rowCount > 0 { #expect(writer.lastStreamID == CrashRows.record(writer.rowCount - 1).streamID) }
                 try await writer.close()
             }
             let rows = try await Self.checkRecovered(dir, acknowledged: acknowledged, "after \(rounds) kills")
+            let reader = try await CorpusReader.open(directory: dir, logger: quietLogger)
+            let epochs = try await reader.records(in: 0..<reader.rowCount).map(\.epoch)
+            try await reader.close()
+            #expect(epochs == epochs.sorted() && epochs.first == 1 && (epochs.last ?? 0) > 1, "each lease's rows after the one before")
             let segments = segmentFiles(dir).count
             print("segment crash test: \(rounds) kills, \(rows) rows in \(segments) segments, \(acknowledged) acknowledged")
             #expect(segments >= 20, "the writer rolled often: \(segments) segments")

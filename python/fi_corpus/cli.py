@@ -6,7 +6,7 @@
     fi-corpus follow ROOT PARTITION [--last N | --from-start] [--max-rows N] [--timeout S]
 
 Rows are printed as JSON lines: ``{"partition", "consultation_id", "stream_id", "received_at_ms",
-"event"}`` with the stored event embedded as JSON. Errors are one line on stderr: exit status 1,
+"epoch", "event"}`` with the stored event embedded as JSON. Errors are one line on stderr: exit status 1,
 or 2 for a usage error.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Iterable, List, Optional, TextIO
 
 from ._version import __version__
-from .corpus import Columns
+from .corpus import Columns, Row
 from .errors import CorpusError
 from .store import Store, open_store
 
@@ -54,16 +54,15 @@ def event_json(payload: bytes) -> str:
     return payload.decode("utf-8").strip(" \t")
 
 
-def row_line(partition: str, consultation_id: str, stream_id: str, received_at_ms: int,
-             payload: bytes) -> str:
-    return ('{"partition":%s,"consultation_id":%s,"stream_id":%s,"received_at_ms":%d,"event":%s}'
-            % (json.dumps(partition), json.dumps(consultation_id, ensure_ascii=False),
-               json.dumps(stream_id), received_at_ms, event_json(payload)))
+def row_line(partition: str, row: Row) -> str:
+    return ('{"partition":%s,"consultation_id":%s,"stream_id":%s,"received_at_ms":%d,"epoch":%d,"event":%s}'
+            % (json.dumps(partition), json.dumps(row.consultation_id, ensure_ascii=False),
+               json.dumps(row.stream_id), row.received_at_ms, row.epoch, event_json(row.payload)))
 
 
 def _column_lines(key: str, cols: Columns) -> Iterable[str]:
     for r in cols.rows():
-        yield row_line(key, r.consultation_id, r.stream_id, r.received_at_ms, r.payload)
+        yield row_line(key, r)
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -150,7 +149,7 @@ def cmd_cat(args, out: TextIO) -> int:
         if args.payload_only:
             out.write(r.payload.decode("utf-8", "backslashreplace").replace("\n", " ") + "\n")
         else:
-            out.write(row_line(key, r.consultation_id, r.stream_id, r.received_at_ms, r.payload) + "\n")
+            out.write(row_line(key, r) + "\n")
     return 0
 
 
@@ -168,9 +167,9 @@ def _export_csv(store: Store, keys: List[str], path: str, progress: Progress, **
     n = 0
     with open(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["partition", "consultation_id", "stream_id", "received_at_ms", "payload"])
+        w.writerow(["partition", "consultation_id", "stream_id", "received_at_ms", "epoch", "payload"])
         for key, cols in store.iter_columns(keys, **window):
-            w.writerows((key, r.consultation_id, r.stream_id, r.received_at_ms,
+            w.writerows((key, r.consultation_id, r.stream_id, r.received_at_ms, r.epoch,
                          r.payload.decode("utf-8", "backslashreplace")) for r in cols.rows())
             n += len(cols)
             progress.add(len(cols), len(cols.payload))
@@ -186,7 +185,7 @@ def _export_parquet(store: Store, keys: List[str], path: str, progress: Progress
         raise CorpusError("parquet export needs pyarrow: pip install 'fi-corpus[arrow]'") from None
     from .frames import columns_to_arrow
     schema = pa.schema([("partition", pa.string()), ("consultation_id", pa.string()),
-                        ("stream_id", pa.string()), ("received_at_ms", pa.int64()),
+                        ("stream_id", pa.string()), ("received_at_ms", pa.int64()), ("epoch", pa.uint64()),
                         ("payload", pa.large_string() if payload_type == "string" else pa.large_binary())])
     n = 0
     blocks = ((key, cols, columns_to_arrow(cols, payload=payload_type, partition=key))
@@ -289,7 +288,7 @@ def cmd_follow(args, out: TextIO) -> int:
     start = 0 if args.from_start else -args.last
     for r in store.follow(args.partition, start=start, poll_interval=args.poll,
                           timeout=args.timeout, idle_timeout=args.idle_timeout, max_rows=args.max_rows):
-        out.write(row_line(args.partition, r.consultation_id, r.stream_id, r.received_at_ms, r.payload) + "\n")
+        out.write(row_line(args.partition, r) + "\n")
         out.flush()
     return 0
 

@@ -26,13 +26,19 @@ import numpy as np
 
 from .errors import CorpusBeingCreatedError, CorpusError, NotACorpusError
 
-__all__ = ["Row", "Columns", "Corpus", "open", "ROW_COLUMNS"]
+__all__ = ["Row", "Columns", "Corpus", "open", "ROW_COLUMNS", "EPOCH_COLUMN"]
 
+#: The row columns every corpus file has.
 ROW_COLUMNS = ("consultation_id", "stream_id", "received_at_ms", "payload_end")
+#: The optional row column: the lease epoch of the writer that stored each row. Files written
+#: before it existed lack it; their rows read as epoch 0. When present it counts among the row
+#: columns for the reading rule (n = the shortest of them).
+EPOCH_COLUMN = "epoch"
 _DTYPES = {
     "consultation_id": np.dtype("S128"),
     "stream_id": np.dtype("S41"),
     "received_at_ms": np.dtype("<i8"),
+    "epoch": np.dtype("<u8"),
     "payload_end": np.dtype("<u8"),
     "payload": np.dtype("u1"),
 }
@@ -55,6 +61,7 @@ class Row:
     stream_id: str
     received_at_ms: int
     payload: bytes  # the event JSON, byte for byte as queued
+    epoch: int = 0  # the lease epoch of the writer that stored it (0: no fencing, or an older file)
 
     def text(self) -> str:
         return self.payload.decode("utf-8")
@@ -77,6 +84,8 @@ class Columns:
     ``payload`` is the rows' payload bytes concatenated; row i's bytes are
     ``payload[payload_offsets[i]:payload_offsets[i + 1]]`` (``payload_offsets[0] == 0``) — the
     layout of an Arrow binary column. ``row_index`` is each row's position in its file.
+    ``epoch`` is each row's lease epoch (uint64; zeros for a file without the column, and when
+    not given).
     """
 
     consultation_id: np.ndarray  # S128, NUL padding stripped on item access
@@ -85,6 +94,11 @@ class Columns:
     payload_offsets: np.ndarray  # int64, len(rows) + 1
     payload: np.ndarray  # uint8
     row_index: np.ndarray  # int64
+    epoch: Optional[np.ndarray] = None  # uint64
+
+    def __post_init__(self) -> None:
+        if self.epoch is None:
+            self.epoch = np.zeros(len(self.received_at_ms), dtype=np.uint64)
 
     def __len__(self) -> int:
         return len(self.received_at_ms)
@@ -98,7 +112,8 @@ class Columns:
         cids = self.consultation_id.tolist()
         sids = self.stream_id.tolist()
         times = self.received_at_ms.tolist()
-        return [Row(cids[i].decode("utf-8"), sids[i].decode("ascii"), times[i], data[offs[i]:offs[i + 1]])
+        epochs = self.epoch.tolist()
+        return [Row(cids[i].decode("utf-8"), sids[i].decode("ascii"), times[i], data[offs[i]:offs[i + 1]], epochs[i])
                 for i in range(len(times))]
 
     def take(self, positions: np.ndarray) -> "Columns":
@@ -119,12 +134,13 @@ class Columns:
             payload = np.concatenate([self.payload[starts[a]:ends[b]]
                                       for a, b in zip(run_first.tolist(), run_last.tolist())])
         return Columns(self.consultation_id[positions], self.stream_id[positions],
-                       self.received_at_ms[positions], offsets, payload, self.row_index[positions])
+                       self.received_at_ms[positions], offsets, payload, self.row_index[positions],
+                       self.epoch[positions])
 
     @staticmethod
     def empty() -> "Columns":
         return Columns(np.empty(0, "S128"), np.empty(0, "S41"), np.empty(0, np.int64),
-                       np.zeros(1, np.int64), np.empty(0, np.uint8), np.empty(0, np.int64))
+                       np.zeros(1, np.int64), np.empty(0, np.uint8), np.empty(0, np.int64), np.empty(0, np.uint64))
 
     @staticmethod
     def concat(blocks: Sequence["Columns"]) -> "Columns":
@@ -141,7 +157,8 @@ class Columns:
                        np.concatenate([b.received_at_ms for b in blocks]),
                        offsets,
                        np.concatenate([b.payload for b in blocks]),
-                       np.concatenate([b.row_index for b in blocks]))
+                       np.concatenate([b.row_index for b in blocks]),
+                       np.concatenate([b.epoch for b in blocks]))
 
 
 def _has_locking_arg() -> bool:
@@ -224,8 +241,9 @@ def _open_h5(path: str, swmr: bool):
 
 
 class _Handle:
-    """One open corpus file and its five datasets, shared by every :class:`Corpus` on that file
-    in this process (see :func:`_acquire`)."""
+    """One open corpus file and its datasets, shared by every :class:`Corpus` on that file
+    in this process (see :func:`_acquire`). ``cols`` holds the row columns: the four of
+    ``ROW_COLUMNS``, and ``epoch`` when the file has it."""
 
     def __init__(self, path: str, swmr: bool):
         self.path = path
@@ -249,6 +267,8 @@ class _Handle:
             what = "no /events group" if events is None else "no /events/" + ", /events/".join(missing)
             raise NotACorpusError(f"{self.path} is not an FI corpus file ({what})")
         self.cols = {name: events[name] for name in ROW_COLUMNS}
+        if isinstance(events.get(EPOCH_COLUMN), h5py.Dataset):
+            self.cols[EPOCH_COLUMN] = events[EPOCH_COLUMN]
         self.payload = events["payload"]
         for name, ds in (*self.cols.items(), ("payload", self.payload)):
             if ds.ndim != 1 or ds.dtype != _DTYPES[name]:
@@ -373,7 +393,8 @@ class Corpus:
     def refresh(self) -> int:
         """Pick up rows appended since; return the number of whole rows.
 
-        n = the shortest of the four row columns, lowered while payload_end[n-1] > len(payload):
+        n = the shortest of the row columns (the four, and ``epoch`` when the file has it), lowered
+        while payload_end[n-1] > len(payload):
         HDF5 may publish one dataset's growth before another's. As a writer's recovery does, n is
         also lowered while row n-1 has no valid stream id (a cell never written reads as zeros) or
         its payload_end goes backwards.
@@ -477,17 +498,30 @@ class Corpus:
         cids = self._cols["consultation_id"][lo:hi]
         sids = self._cols["stream_id"][lo:hi]
         times = self._cols["received_at_ms"][lo:hi]
+        epochs = self._epochs(slice(lo, hi), hi - lo)
         positions = np.arange(lo, hi, dtype=np.int64)
         if overlap is None or nbytes < OVERLAP_MIN_BYTES:
             payload = self._payload[first:first + nbytes] if nbytes else np.empty(0, np.uint8)
-            cols = Columns(cids, sids, times, offsets, payload, positions)
+            cols = Columns(cids, sids, times, offsets, payload, positions, epochs)
             return (cols, overlap(cols)) if overlap is not None else cols
         payload = np.empty(nbytes, dtype=np.uint8)
         with ThreadPoolExecutor(1) as pool:
             reading = pool.submit(self._payload.read_direct, payload, np.s_[first:first + nbytes])
-            extra = overlap(Columns(cids, sids, times, offsets, np.empty(0, np.uint8), positions))
+            extra = overlap(Columns(cids, sids, times, offsets, np.empty(0, np.uint8), positions, epochs))
             reading.result()
-        return Columns(cids, sids, times, offsets, payload, positions), extra
+        return Columns(cids, sids, times, offsets, payload, positions, epochs), extra
+
+    @property
+    def has_epoch(self) -> bool:
+        """Whether the file has the ``epoch`` column (without it every row reads as epoch 0)."""
+        return EPOCH_COLUMN in self._cols
+
+    def _epochs(self, selection, count: int) -> np.ndarray:
+        """The ``epoch`` cells at ``selection`` (a slice or a list of positions), zeros without the column."""
+        ds = self._cols.get(EPOCH_COLUMN)
+        if ds is None:
+            return np.zeros(count, dtype=np.uint64)
+        return ds[selection].astype(np.uint64, copy=False)
 
     def _block_stops(self, lo: int, hi: int, block_rows: int, block_bytes: int) -> Iterator[int]:
         """Cut [lo, hi) into blocks of at most block_rows rows and about block_bytes payload."""
@@ -575,7 +609,7 @@ class Corpus:
                  start_ms: Optional[int] = None, end_ms: Optional[int] = None,
                  payload: str = "binary", partition_column: bool = False):
         """A ``pyarrow.Table``: consultation_id, stream_id (string), received_at_ms (int64),
-        payload (large_binary, or large_string with ``payload="string"``)."""
+        epoch (uint64), payload (large_binary, or large_string with ``payload="string"``)."""
         from .frames import _need, columns_to_arrow
         _need("pyarrow", "arrow")
         cols, ids = self._frame_columns(start, stop, start_ms, end_ms, True)
@@ -689,7 +723,8 @@ class Corpus:
             ds.id.read(h5py.h5s.create_simple((total,)), fspace, payload)
         idx = positions.tolist()
         return Columns(self._cols["consultation_id"][idx], self._cols["stream_id"][idx],
-                       self._cols["received_at_ms"][idx], offsets, payload, positions.copy())
+                       self._cols["received_at_ms"][idx], offsets, payload, positions.copy(),
+                       self._epochs(idx, len(idx)))
 
     def by_consultation(self, consultation_id: str, block: int = 262144) -> List[Row]:
         """Every row of one consultation, in stream order."""

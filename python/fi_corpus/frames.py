@@ -63,7 +63,8 @@ def _payload_array(cols: Columns, payload: str):
 
 def columns_to_arrow(cols: Columns, *, payload: str = "binary", partition: Optional[str] = None,
                      ids=None):
-    """A ``pyarrow.Table`` with columns [partition,] consultation_id, stream_id, received_at_ms, payload.
+    """A ``pyarrow.Table`` with columns [partition,] consultation_id, stream_id, received_at_ms, epoch,
+    payload.
 
     ``ids``: the id columns already converted (:func:`arrow_id_columns`)."""
     pa = _need("pyarrow", "arrow")
@@ -74,8 +75,9 @@ def columns_to_arrow(cols: Columns, *, payload: str = "binary", partition: Optio
         names.append("partition")
     arrays += [ids["consultation_id"], ids["stream_id"],
                pa.array(np.ascontiguousarray(cols.received_at_ms, dtype=np.int64)),
+               pa.array(np.ascontiguousarray(cols.epoch, dtype=np.uint64)),
                _payload_array(cols, payload)]
-    names += ["consultation_id", "stream_id", "received_at_ms", "payload"]
+    names += ["consultation_id", "stream_id", "received_at_ms", "epoch", "payload"]
     return pa.Table.from_arrays(arrays, names=names)
 
 
@@ -112,7 +114,8 @@ def _parse_json(cols: Columns, json_fields: Optional[Sequence[str]]):
 
 def columns_to_pandas(cols: Columns, *, payload: str = "bytes", json_fields: Optional[Sequence[str]] = None,
                       dtype_backend: Optional[str] = None, partition: Optional[str] = None, ids=None):
-    """A ``pandas.DataFrame``: [partition,] consultation_id, stream_id, received_at_ms, payload.
+    """A ``pandas.DataFrame``: [partition,] consultation_id, stream_id, received_at_ms, epoch (uint64),
+    payload.
 
     - ``payload="bytes"``: each cell is the event's bytes, exactly as stored (default);
       ``"text"``: decoded UTF-8; ``"json"``: no payload column, the events parsed and flattened
@@ -140,6 +143,7 @@ def columns_to_pandas(cols: Columns, *, payload: str = "bytes", json_fields: Opt
         data["consultation_id"] = ext(ids["consultation_id"])
         data["stream_id"] = ext(ids["stream_id"])
         data["received_at_ms"] = np.asarray(cols.received_at_ms, dtype=np.int64)
+        data["epoch"] = np.asarray(cols.epoch, dtype=np.uint64)
         if payload in ("bytes", "text"):
             data["payload"] = ext(_payload_array(cols, "binary" if payload == "bytes" else "string"))
     else:
@@ -148,6 +152,7 @@ def columns_to_pandas(cols: Columns, *, payload: str = "bytes", json_fields: Opt
         data["consultation_id"] = _decode_fixed(cols.consultation_id, "utf-8")
         data["stream_id"] = _decode_fixed(cols.stream_id, "ascii")
         data["received_at_ms"] = np.asarray(cols.received_at_ms, dtype=np.int64)
+        data["epoch"] = np.asarray(cols.epoch, dtype=np.uint64)
         if payload == "bytes":
             data["payload"] = _payload_objects(cols)
         elif payload == "text":

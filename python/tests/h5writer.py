@@ -38,16 +38,20 @@ def _write(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
 
 
 class CorpusFileWriter:
-    """Appends rows ``(consultation_id, stream_id, received_at_ms, payload bytes)``."""
+    """Appends rows ``(consultation_id, stream_id, received_at_ms, payload bytes[, epoch])``.
+
+    ``epoch_column=True`` adds the ``epoch`` row column (uint64) as FIStorage does since the
+    fence; without it the file is laid out as before (its rows read as epoch 0)."""
 
     def __init__(self, path: str, swmr: bool = True, row_chunk: int = ROW_CHUNK,
-                 payload_chunk: int = PAYLOAD_CHUNK):
+                 payload_chunk: int = PAYLOAD_CHUNK, epoch_column: bool = False):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.file = h5py.File(path, "w", libver="latest")
         g = self.file.create_group("events")
         self.cid = _make(g, "consultation_id", np.dtype("S128"), row_chunk)
         self.sid = _make(g, "stream_id", np.dtype("S41"), row_chunk)
         self.rat = _make(g, "received_at_ms", np.dtype("<i8"), row_chunk)
+        self.epoch = _make(g, "epoch", np.dtype("<u8"), row_chunk) if epoch_column else None
         self.pend = _make(g, "payload_end", np.dtype("<u8"), row_chunk)
         self.pay = _make(g, "payload", np.dtype("u1"), payload_chunk)
         if swmr:
@@ -56,7 +60,7 @@ class CorpusFileWriter:
         self.nbytes = 0
 
     def append_arrays(self, cids: np.ndarray, sids: np.ndarray, times: np.ndarray,
-                      lengths: np.ndarray, blob: np.ndarray) -> None:
+                      lengths: np.ndarray, blob: np.ndarray, epochs: Optional[np.ndarray] = None) -> None:
         k = len(cids)
         if k == 0:
             return
@@ -64,8 +68,10 @@ class CorpusFileWriter:
         self.pay.resize((self.nbytes + len(blob),))
         if len(blob):
             _write(self.pay, self.nbytes, blob)
-        for ds, values in ((self.cid, cids.astype("S128")), (self.sid, sids.astype("S41")),
-                           (self.rat, times.astype(np.int64)), (self.pend, ends)):
+        columns = [(self.cid, cids.astype("S128")), (self.sid, sids.astype("S41")), (self.rat, times.astype(np.int64))]
+        if self.epoch is not None:
+            columns.append((self.epoch, np.zeros(k, np.uint64) if epochs is None else epochs.astype(np.uint64)))
+        for ds, values in (*columns, (self.pend, ends)):
             ds.resize((self.rows + k,))
             _write(ds, self.rows, values)
         self.rows += k
@@ -81,7 +87,8 @@ class CorpusFileWriter:
             np.array([r[1].encode("ascii") for r in rows], dtype="S41"),
             np.array([r[2] for r in rows], dtype=np.int64),
             np.array([len(r[3]) for r in rows], dtype=np.uint64),
-            np.frombuffer(blob, dtype=np.uint8))
+            np.frombuffer(blob, dtype=np.uint8),
+            np.array([r[4] if len(r) > 4 else 0 for r in rows], dtype=np.uint64))
 
     def flush(self) -> None:
         self.file.flush()
@@ -96,10 +103,10 @@ class CorpusFileWriter:
         self.close()
 
 
-def write_corpus(path: str, rows: Iterable[Tuple[str, str, int, bytes]], batch: int = 1000,
-                 swmr: bool = True) -> int:
+def write_corpus(path: str, rows: Iterable[Tuple], batch: int = 1000,
+                 swmr: bool = True, epoch_column: bool = False) -> int:
     n = 0
-    with CorpusFileWriter(path, swmr=swmr) as w:
+    with CorpusFileWriter(path, swmr=swmr, epoch_column=epoch_column) as w:
         chunk = []
         for r in rows:
             chunk.append(r)

@@ -74,7 +74,7 @@ def test_cat(server_store):
         for line, row in zip(lines, want):
             got = json.loads(line)
             assert got == {"partition": key, "consultation_id": cid, "stream_id": row.stream_id,
-                           "received_at_ms": row.received_at_ms, "event": json.loads(row.payload)}
+                           "received_at_ms": row.received_at_ms, "epoch": 0, "event": json.loads(row.payload)}
         only = run(*args, "--payload-only", check=0).stdout.splitlines()
         assert [o.encode() for o in only] == [r.payload for r in want]
     one_line_error(run("cat", server_store.root, "--consultation", "c-zz"), 1, "no events", "c-zz")
@@ -105,13 +105,13 @@ def test_export_jsonl_and_csv(server_store, tmp_path, partition):
     for line, (k, r) in zip(lines, want):
         assert json.loads(line) == {"partition": k, "consultation_id": r.consultation_id,
                                     "stream_id": r.stream_id, "received_at_ms": r.received_at_ms,
-                                    "event": json.loads(r.payload)}
+                                    "epoch": r.epoch, "event": json.loads(r.payload)}
     out = tmp_path / "e.csv"
     run("export", server_store.root, *part, "--format", "csv", "-o", out, check=0)
     with open(out, newline="", encoding="utf-8") as fh:
         table = list(csv.reader(fh))
-    assert table[0] == ["partition", "consultation_id", "stream_id", "received_at_ms", "payload"]
-    assert table[1:] == [[k, r.consultation_id, r.stream_id, str(r.received_at_ms), r.payload.decode()]
+    assert table[0] == ["partition", "consultation_id", "stream_id", "received_at_ms", "epoch", "payload"]
+    assert table[1:] == [[k, r.consultation_id, r.stream_id, str(r.received_at_ms), str(r.epoch), r.payload.decode()]
                          for k, r in want]
     assert not list(tmp_path.glob("*.partial"))
 
@@ -127,9 +127,9 @@ def test_export_parquet(server_store, tmp_path, partition):
     proc = run("export", server_store.root, *part, "--format", "parquet", "-o", out, "--progress", check=0)
     assert "100.0%" in proc.stderr and f"exported {len(want):,} rows" in proc.stderr
     table = pq.read_table(out)
-    assert table.schema.names == ["partition", "consultation_id", "stream_id", "received_at_ms", "payload"]
+    assert table.schema.names == ["partition", "consultation_id", "stream_id", "received_at_ms", "epoch", "payload"]
     assert table.to_pylist() == [{"partition": k, "consultation_id": r.consultation_id, "stream_id": r.stream_id,
-                                  "received_at_ms": r.received_at_ms, "payload": r.payload.decode()}
+                                  "received_at_ms": r.received_at_ms, "epoch": r.epoch, "payload": r.payload.decode()}
                                  for k, r in want]
     binary = tmp_path / "b.parquet"
     run("export", server_store.root, *part, "--format", "parquet", "--payload-type", "binary",

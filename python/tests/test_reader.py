@@ -144,7 +144,7 @@ def test_frames(corpus_path):
     pa = pytest.importorskip("pyarrow")
     with fi_corpus.open(corpus_path, partition="site_a") as c:
         df = c.to_pandas()
-        assert list(df.columns) == ["consultation_id", "stream_id", "received_at_ms", "payload"]
+        assert list(df.columns) == ["consultation_id", "stream_id", "received_at_ms", "epoch", "payload"]
         assert len(df) == 2000
         assert df.payload[17] == payload(17) and isinstance(df.payload[17], bytes)
         assert df.consultation_id[17] == cid(17) and df.stream_id[17] == sid(17)
@@ -164,10 +164,10 @@ def test_frames(corpus_path):
         win = c.to_pandas(start_ms=1_000_100, end_ms=1_000_200)
         assert win.stream_id.tolist() == [sid(i) for i in range(2000) if 1_000_100 <= received(i) < 1_000_200]
         with_part = c.to_pandas(partition_column=True, payload="none")
-        assert list(with_part.columns) == ["partition", "consultation_id", "stream_id", "received_at_ms"]
+        assert list(with_part.columns) == ["partition", "consultation_id", "stream_id", "received_at_ms", "epoch"]
         assert set(with_part.partition) == {"site_a"}
         t = c.to_arrow()
-        assert t.schema.names == ["consultation_id", "stream_id", "received_at_ms", "payload"]
+        assert t.schema.names == ["consultation_id", "stream_id", "received_at_ms", "epoch", "payload"]
         assert t.column("payload").type == pa.large_binary()
         assert t.column("payload")[5].as_py() == payload(5)
         assert t.column("consultation_id").type == pa.string()

@@ -2,6 +2,9 @@
 // fi-bench storage chunks [events=100000]   (the chunk-size sweep behind Docs/storage.md)
 // fi-bench storage segments [events=1000000] [segmentMiB=64] [batch=1024] [rounds=1]
 //     appends with segment rolling on and off, and to today's single file (layout 1); the roll timed
+// fi-bench storage fencing [events=300000] [batch=256] [rounds=3]
+//     appends to a partition directory without and with a fencing epoch (rounds interleaved; with
+//     and without fsync), and the cost of one fence read (open + pread + close of <partition>/fence)
 // fi-bench storage lookup-segments [segments=100] [rowsPerSegment=10000]
 //     a consultation lookup in a partition of 100 closed segments, beside the same rows in one
 //
@@ -31,6 +34,7 @@ enum StorageBench {
         }
         if arguments.first == "lookup" { return try await lookup(Array(arguments.dropFirst())) }
         if arguments.first == "segments" { return try await segments(Array(arguments.dropFirst())) }
+        if arguments.first == "fencing" { return try await fencing(Array(arguments.dropFirst())) }
         if arguments.first == "lookup-segments" { return try await lookupSegments(Array(arguments.dropFirst())) }
         try await run(arguments)
     }
@@ -248,6 +252,63 @@ enum StorageBench {
                   + "checksum_and_manifest_ms_median=\(sortedRecords.isEmpty ? "-" : ms(sortedRecords[sortedRecords.count / 2])) "
                   + "checksum_and_manifest_ms_max=\(sortedRecords.last.map(ms) ?? "-") segment_mib=\(segmentMiB)")
         }
+        fflush(nil)
+    }
+
+    /// Appends with `fencingEpoch` nil and 1 (the writer then reads the fence before every batch and
+    /// writes the `epoch` column with every row either way), rounds interleaved, durable and
+    /// flush-only; then times the fence read alone.
+    static func fencing(_ arguments: [String]) async throws {
+        let events = arguments.first.flatMap(Int.init) ?? 300_000
+        let batch = arguments.dropFirst().first.flatMap(Int.init) ?? 256
+        let rounds = arguments.dropFirst(2).first.flatMap(Int.init) ?? 3
+        let records = makeRecords(events, payloadBytes: 1024)
+        let logger = Logger(label: "fi-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let dir = "/tmp/fi-bench-fencing-\(getpid())"
+        for fsync in [true, false] {
+            var rates: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                for mode in ["without", "with"] {
+                    try? FileManager.default.removeItem(atPath: dir)
+                    let options = CorpusWriter.Options(fsync: fsync, segmentMaxBytes: nil, segmentMaxAge: nil,
+                                                       fencingEpoch: mode == "with" ? 1 : nil)
+                    let writer = try await CorpusWriter.open(directory: dir, options: options, logger: logger)
+                    let start = ContinuousClock.now
+                    var i = 0
+                    while i < records.count {
+                        let end = min(records.count, i + batch)
+                        try await writer.append(Array(records[i..<end]))
+                        i = end
+                    }
+                    rates[mode, default: []].append(Double(records.count) / seconds(ContinuousClock.now - start))
+                    try await writer.close()
+                }
+            }
+            let without = median(rates["without"]!), with = median(rates["with"]!)
+            print("RESULT bench=storage-fencing events=\(events) batch=\(batch) fsync=\(fsync ? "yes" : "no") rounds=\(rounds) "
+                  + "without_epoch_events_per_s=\(Int(without)) with_epoch_events_per_s=\(Int(with)) "
+                  + "with_over_without=\(String(format: "%.3f", with / without)) "
+                  + "without_min=\(Int(rates["without"]!.min()!)) without_max=\(Int(rates["without"]!.max()!)) "
+                  + "with_min=\(Int(rates["with"]!.min()!)) with_max=\(Int(rates["with"]!.max()!))")
+            fflush(nil)
+        }
+        // The fence read on its own, as the writer does it before every batch.
+        try? FileManager.default.removeItem(atPath: dir)
+        let writer = try await CorpusWriter.open(directory: dir, options: CorpusWriter.Options(fencingEpoch: 1), logger: logger)
+        try await writer.close()
+        let reads = 200_000
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let start = ContinuousClock.now
+        for _ in 0..<reads {
+            let fd = open(dir + "/fence", O_RDONLY | O_CLOEXEC)
+            precondition(fd >= 0, "no fence file")
+            _ = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
+            close(fd)
+        }
+        let perRead = seconds(ContinuousClock.now - start) / Double(reads)
+        print("RESULT bench=storage-fence-read reads=\(reads) us_per_read=\(String(format: "%.2f", perRead * 1e6)) "
+              + "per_batch_of=\(batch) ns_per_event=\(String(format: "%.1f", perRead * 1e9 / Double(batch)))")
+        try? FileManager.default.removeItem(atPath: dir)
         fflush(nil)
     }
 
