@@ -13,6 +13,9 @@ import Testing
 /// is killed, its replica takes over, the killed node is started again and rejoins as a replica,
 /// the load goes on, and once the workers have stored everything every partition's corpus is
 /// read back and tallied (Docs/reliability.md, Failover). One `failover N=…:` line per run.
+/// Asserted for every N: no stream id stored twice in a partition, rows in stream order, the
+/// rows' lease epochs never going down in stream order (never two writers at once); with N ≥ 1
+/// also: nothing answered 202 is lost, and each 202's `message_id` is stored.
 ///
 /// `FI_FAILOVER_RUNS` (default 1) repeats each N; `scripts/failover.sh [runs]` runs just this suite.
 @Suite(
@@ -213,13 +216,18 @@ struct FailoverTests {
         var acceptedIDMissing = 0
         /// Stream ids stored twice in one partition; rows not in stream order; rows no client sent.
         var streamIDTwice = 0, outOfOrder = 0, unknown = 0
+        /// Rows whose lease epoch is below the previous row's in the same partition (two writers at once).
+        var epochDown = 0
+        /// Per partition, the distinct lease epochs of its rows, in stream order ("1,3").
+        var epochs: [String: [UInt64]] = [:]
         var lostIDs: [String] = []
         var notes = ""
 
         var description: String {
             "failover N=\(minReplicas): sent \(sent) accepted \(accepted) stored \(stored) lost \(lost) duplicated \(duplicated) "
                 + "503s \(answers503) gap \(String(format: "%.1f", gap.inSeconds))s"
-                + " (no answer \(noAnswer), gave up \(gaveUp), 202 id not stored \(acceptedIDMissing), stream id twice \(streamIDTwice)\(notes))"
+                + " (no answer \(noAnswer), gave up \(gaveUp), 202 id not stored \(acceptedIDMissing), stream id twice \(streamIDTwice), "
+                + "epoch down \(epochDown), epochs \(epochs.keys.sorted().map { "\($0)=\(epochs[$0]!.map(String.init).joined(separator: ","))" }.joined(separator: " "))\(notes))"
         }
     }
 
@@ -265,6 +273,7 @@ struct FailoverTests {
         #expect(figures.sent > 0 && figures.accepted > 0, "the clients got 202s: \(figures)")
         #expect(figures.streamIDTwice == 0, "a stream id stored twice in a partition: \(figures)")
         #expect(figures.outOfOrder == 0, "rows in stream order: \(figures)")
+        #expect(figures.epochDown == 0, "a row of an older lease epoch after a newer one: two writers at once: \(figures)")
         #expect(figures.unknown == 0, "rows that no client sent: \(figures)")
         #expect(figures.unexpected == 0, "answers other than 202, 429, 503: \(figures)")
         if figures.minReplicas >= 1 {
@@ -366,17 +375,23 @@ struct FailoverTests {
         for (a, b) in zip(accepts, accepts.dropFirst()) where b - a > f.gap { f.gap = b - a }
 
         var storedIDs: [String: [String]] = [:]  // event id → the stream ids it is stored under
-        for (_, partitionRows) in rows {
+        for (partition, partitionRows) in rows {
             var seen = Set<StreamEntryID>()
             var previous: StreamEntryID?
+            var epochs: [UInt64] = []
             for row in partitionRows {
                 if !seen.insert(row.streamID).inserted { f.streamIDTwice += 1 }
                 if let previous, !(previous < row.streamID) { f.outOfOrder += 1 }
                 previous = row.streamID
+                // The writer's lease epoch: a takeover raises it, and a writer never writes under an
+                // older one once a newer has written (FIStorage's fence), so in stream order it never goes down.
+                if let last = epochs.last, row.epoch < last { f.epochDown += 1 }
+                if epochs.last != row.epoch { epochs.append(row.epoch) }
                 let eventID = Tally.eventID(of: row)
                 if byID[eventID] == nil { f.unknown += 1 }
                 storedIDs[eventID, default: []].append(row.streamID.description)
             }
+            f.epochs[partition] = epochs
         }
         f.stored = storedIDs.count
         f.duplicated = storedIDs.values.filter { $0.count > 1 }.count
