@@ -3,14 +3,14 @@ import Foundation
 /// Disk use of one partition's `corpus.h5`, from its event rate and mean event size.
 ///
 /// Each stored event is one row of the contract's §5 layout: 128 B `consultation_id` +
-/// 41 B `stream_id` + 8 B `received_at_ms` + 8 B `payload_end` = ``fixedBytesPerRow`` (185 B),
+/// 41 B `stream_id` + 8 B `received_at_ms` + 8 B `epoch` + 8 B `payload_end` = ``fixedBytesPerRow`` (193 B),
 /// plus its `event_json` bytes in `payload`. HDF5 adds chunk rounding (the last chunk of each
 /// dataset is allocated whole), chunk indexes and object headers; ``overheadFactor`` scales the
 /// logical bytes to file bytes. Its default, ``measuredHDF5OverheadFactor``, was measured — see
 /// `Docs/capacity.md`.
 public struct StorageEstimate: Sendable, Hashable, Codable {
-    /// Fixed bytes per row in the corpus layout: 128 + 41 + 8 + 8 = 185 B.
-    public static let fixedBytesPerRow: Double = 185
+    /// Fixed bytes per row in the corpus layout: 128 + 41 + 8 + 8 + 8 = 193 B.
+    public static let fixedBytesPerRow: Double = 193
     /// File bytes / logical bytes measured for 100,000 rows of 1,024 B payload written in batches of
     /// 256 with FIStorage's default chunking (8,192 rows; 1 MiB of payload), h5py 3.7 / HDF5 1.10.8:
     /// 122,468,372 B on disk for 120,900,000 B of rows → 1.013. See `Docs/capacity.md`.
@@ -42,7 +42,7 @@ public struct StorageEstimate: Sendable, Hashable, Codable {
         self.overheadFactor = overheadFactor
     }
 
-    /// Logical bytes of one row: 185 B fixed + payload.
+    /// Logical bytes of one row: 193 B fixed + payload.
     public var logicalBytesPerEvent: Double { Self.fixedBytesPerRow + meanPayloadBytes }
     /// File bytes of one row including HDF5 overhead.
     public var diskBytesPerEvent: Double { logicalBytesPerEvent * overheadFactor }

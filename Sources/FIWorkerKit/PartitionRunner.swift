@@ -133,6 +133,16 @@ final class PartitionRunner: Sendable {
                 await pipeline.abandon()
                 // Lease lost or task cancelled: stop (nothing is left to finish).
                 if error is CancellationError { break }
+                if (error as? StorageError)?.code == .fenced {
+                    // A newer lease has taken the partition (the fence or the corpus carries a higher
+                    // epoch): this runner must not write it again. What it read stays pending.
+                    logger.error("a newer lease holds the partition; stopped writing it (fenced)", metadata: ["fi.error": "\(error)"])
+                    progress.errors.increment()
+                    Counter(label: "fi_worker_fenced_total", dimensions: [("partition", key.rawValue)]).increment()
+                    try? await writer?.close()
+                    writer = nil
+                    break
+                }
                 // Entries read but not persisted stay pending for this
                 // consumer; recovery re-reads them in order before anything new.
                 needsRecovery = true
@@ -173,6 +183,8 @@ final class PartitionRunner: Sendable {
         // EntryDecoder has checked every payload is UTF-8; the writer need not again.
         var options = configuration.store
         options.validateUTF8 = false
+        // The lease's fencing token: recorded in every row; a newer lease's fence stops this writer.
+        options.fencingEpoch = epoch
         let (progress, logger) = (self.progress, self.logger)
         options.events = { progress.record($0, logger: logger) }
         let writer = try await CorpusWriter.open(

@@ -16,8 +16,8 @@ struct CapacityPlanTests {
         #expect(abs(limit.maxRequestsPerSecond - 1119.8824153360626) < 1e-6)
         #expect(abs(limit.maxSessionsPerDay - 1119.8824153360626 * 86_400 / 20) < 1e-3)
         #expect(plan.storage.partitions.count == 3)
-        // 10,000 × 20 events/day × (185 + 1,024) B × 1.013.
-        #expect(abs(plan.storage.totalDiskBytesPerDay - 200_000 * 1209 * 1.013) < 1e-3)
+        // 10,000 × 20 events/day × (193 + 1,024) B × 1.013.
+        #expect(abs(plan.storage.totalDiskBytesPerDay - 200_000 * 1217 * 1.013) < 1e-3)
         #expect(plan.network.links.count == 2)
         #expect(plan.latencyBudget == nil)
         #expect(plan.notes.isEmpty)

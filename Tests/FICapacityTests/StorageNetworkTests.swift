@@ -4,22 +4,22 @@ import Testing
 
 @Suite("Storage, network and latency budget")
 struct StorageNetworkTests {
-    @Test("bytes/day per partition: (185 B + payload) × overhead × events/s × 86,400")
+    @Test("bytes/day per partition: (193 B + payload) × overhead × events/s × 86,400")
     func bytesPerDay() throws {
         let bare = try StorageEstimate(eventsPerSecond: 10, meanPayloadBytes: 1024, overheadFactor: 1)
-        #expect(bare.logicalBytesPerEvent == 1209)
-        #expect(bare.diskBytesPerDay == 1_044_576_000)  // 1,209 B × 10/s × 86,400 s
+        #expect(bare.logicalBytesPerEvent == 1217)
+        #expect(bare.diskBytesPerDay == 1_051_488_000)  // 1,217 B × 10/s × 86,400 s
         let measured = try StorageEstimate(eventsPerSecond: 10, meanPayloadBytes: 1024)
         #expect(measured.overheadFactor == 1.013)
-        #expect(abs(measured.diskBytesPerDay - 1_058_155_488) < 1e-3)  // × 1.013
+        #expect(abs(measured.diskBytesPerDay - 1_065_157_344) < 1e-3)  // × 1.013
     }
 
     @Test("days until a disk fills, and never with no writes")
     func daysUntilFull() throws {
         let s = try StorageEstimate(eventsPerSecond: 10, meanPayloadBytes: 1024, overheadFactor: 1)
-        let days = try #require(try s.daysUntilFull(diskCapacityBytes: 1_044_576_000 * 30))
+        let days = try #require(try s.daysUntilFull(diskCapacityBytes: 1_051_488_000 * 30))
         #expect(abs(days - 30) < 1e-12)
-        let half = try #require(try s.daysUntilFull(diskCapacityBytes: 1_044_576_000 * 30, usedBytes: 1_044_576_000 * 15))
+        let half = try #require(try s.daysUntilFull(diskCapacityBytes: 1_051_488_000 * 30, usedBytes: 1_051_488_000 * 15))
         #expect(abs(half - 15) < 1e-12)
         let idle = try StorageEstimate(eventsPerSecond: 0, meanPayloadBytes: 1024)
         #expect(try idle.daysUntilFull(diskCapacityBytes: 1e12) == nil)
@@ -29,14 +29,14 @@ struct StorageNetworkTests {
     func storagePlan() throws {
         let plan = try StoragePlan(
             partitions: [("site_a", 10), ("partition_0", 5), ("partition_1", 5)],
-            meanPayloadBytes: 1024, overheadFactor: 1, diskCapacityBytes: 2_089_152_000 * 100
+            meanPayloadBytes: 1024, overheadFactor: 1, diskCapacityBytes: 2_102_976_000 * 100
         )
         #expect(plan.partitions.map(\.partition) == ["site_a", "partition_0", "partition_1"])
-        #expect(plan.partitions[0].diskBytesPerDay == 1_044_576_000)
-        #expect(plan.partitions[1].diskBytesPerDay == 522_288_000)
-        #expect(plan.totalDiskBytesPerDay == 2_089_152_000)
+        #expect(plan.partitions[0].diskBytesPerDay == 1_051_488_000)
+        #expect(plan.partitions[1].diskBytesPerDay == 525_744_000)
+        #expect(plan.totalDiskBytesPerDay == 2_102_976_000)
         #expect(abs(try #require(plan.daysUntilFull) - 100) < 1e-9)
-        #expect(abs(plan.partitions[0].diskGigabytesPerDay - 1.044576) < 1e-12)
+        #expect(abs(plan.partitions[0].diskGigabytesPerDay - 1.051488) < 1e-12)
     }
 
     @Test("MB/s against 1 GbE and 10 GbE")
