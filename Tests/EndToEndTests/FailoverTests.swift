@@ -210,6 +210,8 @@ struct FailoverTests {
     struct Figures: CustomStringConvertible {
         let minReplicas: Int
         var sent = 0, accepted = 0, stored = 0, lost = 0, duplicated = 0, answers503 = 0
+        /// Rows in all corpora (stored counts distinct events), and the most rows of one event.
+        var rows = 0, mostCopies = 0
         var gap: Duration = .zero
         var noAnswer = 0, gaveUp = 0, unexpected = 0
         /// A 202's message_id that is not among its event's stored stream ids.
@@ -226,7 +228,7 @@ struct FailoverTests {
         var description: String {
             "failover N=\(minReplicas): sent \(sent) accepted \(accepted) stored \(stored) lost \(lost) duplicated \(duplicated) "
                 + "503s \(answers503) gap \(String(format: "%.1f", gap.inSeconds))s"
-                + " (no answer \(noAnswer), gave up \(gaveUp), 202 id not stored \(acceptedIDMissing), stream id twice \(streamIDTwice), "
+                + " (rows \(rows), most copies of one event \(mostCopies), no answer \(noAnswer), gave up \(gaveUp), 202 id not stored \(acceptedIDMissing), stream id twice \(streamIDTwice), "
                 + "epoch down \(epochDown), epochs \(epochs.keys.sorted().map { "\($0)=\(epochs[$0]!.map(String.init).joined(separator: ","))" }.joined(separator: " "))\(notes))"
         }
     }
@@ -394,6 +396,8 @@ struct FailoverTests {
             f.epochs[partition] = epochs
         }
         f.stored = storedIDs.count
+        f.rows = storedIDs.values.reduce(0) { $0 + $1.count }
+        f.mostCopies = storedIDs.values.map(\.count).max() ?? 0
         f.duplicated = storedIDs.values.filter { $0.count > 1 }.count
         for event in sent where event.accepted {
             guard let ids = storedIDs[event.eventID] else {
