@@ -74,7 +74,7 @@ def test_cat(server_store):
         for line, row in zip(lines, want):
             got = json.loads(line)
             assert got == {"partition": key, "consultation_id": cid, "stream_id": row.stream_id,
-                           "received_at_ms": row.received_at_ms, "epoch": 0, "event": json.loads(row.payload)}
+                           "received_at_ms": row.received_at_ms, "epoch": row.epoch, "event": json.loads(row.payload)}
         only = run(*args, "--payload-only", check=0).stdout.splitlines()
         assert [o.encode() for o in only] == [r.payload for r in want]
     one_line_error(run("cat", server_store.root, "--consultation", "c-zz"), 1, "no events", "c-zz")
