@@ -52,18 +52,7 @@ struct FailoverTests {
         init(minReplicas: Int) throws {
             self.minReplicas = minReplicas
             directory = try E2E.temporaryDirectory()
-            base = try Self.freeRange()
-        }
-
-        /// base…base+7 and the six bus ports (+10000) free on 127.0.0.1.
-        static func freeRange() throws -> Int {
-            var generator = SystemRandomNumberGenerator()
-            for _ in 0..<200 {
-                let base = Int.random(in: 20_000..<29_000, using: &generator)
-                let ports = Array(base..<(base + 8)) + (base..<(base + 6)).map { $0 + 10_000 }
-                if ports.allSatisfy({ Loopback.canBind(port: $0) }) { return base }
-            }
-            throw EventQueueError(.unavailable, "no free port range on 127.0.0.1")
+            base = try E2E.freeClusterPorts(count: 8, clusterNodes: 6)
         }
 
         /// `deploy/local-cluster.sh <arguments>` with this cluster's settings; nil status: it timed out (and was killed).

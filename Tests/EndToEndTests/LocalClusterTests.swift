@@ -28,18 +28,7 @@ struct LocalClusterTests {
 
         init() throws {
             directory = try E2E.temporaryDirectory()
-            base = try Self.freeRange()
-        }
-
-        /// A base port with base…base+6 and the cluster bus ports base+10000…+2 free on 127.0.0.1.
-        static func freeRange() throws -> Int {
-            var generator = SystemRandomNumberGenerator()
-            for _ in 0..<200 {
-                let base = Int.random(in: 20_000..<29_000, using: &generator)
-                let ports = Array(base..<(base + 7)) + [base + 10_000, base + 10_001, base + 10_002]
-                if ports.allSatisfy({ Loopback.canBind(port: $0) }) { return base }
-            }
-            throw EventQueueError(.unavailable, "no free port range on 127.0.0.1")
+            base = try E2E.freeClusterPorts(count: 7, clusterNodes: 3)
         }
 
         func run(_ command: String, timeout: Duration) async throws -> (status: Int32?, log: String) {

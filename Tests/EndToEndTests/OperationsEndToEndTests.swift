@@ -70,6 +70,12 @@ struct OperationsEndToEndTests {
         let notInt = try await Self.run(binary, extra, environment: ["FI_SHUTDOWN_DELAY": "soon"])
         #expect(notInt.status == 64)
         #expect(notInt.output.contains("--shutdown-delay (from env FI_SHUTDOWN_DELAY)"), "\(notInt.output)")
+        let replicas = try await Self.run(binary, extra + ["--redis-url", "redis://127.0.0.1:1"], environment: ["FI_REDIS_MIN_REPLICAS": "-1"])
+        #expect(replicas.status == 64)
+        #expect(replicas.output.contains("--redis-min-replicas (from env FI_REDIS_MIN_REPLICAS)"), "\(replicas.output)")
+        let replicaTimeout = try await Self.run(binary, extra + ["--redis-url", "redis://127.0.0.1:1", "--redis-replica-timeout", "0"])
+        #expect(replicaTimeout.status == 64)
+        #expect(replicaTimeout.output.contains("--redis-replica-timeout (from flag)"), "\(replicaTimeout.output)")
 
         let file = dir + "/bad.yaml"
         try "log-format: xml\n".write(toFile: file, atomically: true, encoding: .utf8)

@@ -54,6 +54,18 @@ enum E2E {
         return path
     }
 
+    /// A base port with base…base+count-1 free on 127.0.0.1, and the cluster bus ports (+10000) of
+    /// the first `clusterNodes` of them: a `deploy/local-cluster.sh` topology's ports.
+    static func freeClusterPorts(count: Int, clusterNodes: Int) throws -> Int {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let base = Int.random(in: 20_000..<29_000, using: &generator)
+            let ports = Array(base..<(base + count)) + (base..<(base + clusterNodes)).map { $0 + 10_000 }
+            if ports.allSatisfy({ Loopback.canBind(port: $0) }) { return base }
+        }
+        throw EventQueueError(.unavailable, "no free port range on 127.0.0.1")
+    }
+
     static func temporaryDirectory() throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("fi-e2e-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
